@@ -1,0 +1,99 @@
+"""What every command shares: the error boundary, --workspace, the open session."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import sys
+from collections.abc import Callable
+from functools import cached_property
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from acode_sync.config import SyncConfig
+from acode_sync.errors import EXIT_SYNC_INCOMPLETE, AcodeSyncError, UsageError
+from acode_sync.workspace import WORKSPACE_ENV, Workspace, find_workspace
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class AcodeGroup(click.Group):
+    """A click group that turns every expected error into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AcodeSyncError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except sqlite3.Error as exc:
+            click.echo(f"Error: local database: {exc}", err=True)
+            ctx.exit(EXIT_SYNC_INCOMPLETE)
+
+
+def setup_logging(verbose: bool) -> None:
+    root = logging.getLogger("acode_sync")
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("acode-sync: %(levelname)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+class Session:
+    """The workspace a command works on, opened lazily and closed with the context."""
+
+    def __init__(self, ctx: click.Context, workspace_dir: str | None) -> None:
+        self._ctx = ctx
+        self._workspace_dir = workspace_dir
+
+    @cached_property
+    def workspace(self) -> Workspace:
+        return find_workspace(self._workspace_dir)
+
+    def new_workspace(self) -> Workspace:
+        """Where ``init`` creates one: --workspace, else $ACODE_WORKSPACE, else here."""
+        chosen = self._workspace_dir or os.environ.get(WORKSPACE_ENV)
+        root = Path(chosen).expanduser().resolve() if chosen else Path.cwd().resolve()
+        if not root.is_dir():
+            raise UsageError(f"{root}: workspace directory does not exist")
+        return Workspace(root)
+
+    @cached_property
+    def config(self) -> SyncConfig:
+        return self.workspace.config()
+
+    @cached_property
+    def conn(self) -> sqlite3.Connection:
+        conn = self.workspace.connect()
+        self._ctx.call_on_close(conn.close)
+        return conn
+
+
+def workspace_option(command: F) -> F:
+    """``--workspace DIR`` on every command; the session lands in ``ctx.obj``."""
+
+    def remember(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        if value is not None or not isinstance(ctx.find_root().obj, Session):
+            ctx.find_root().obj = Session(ctx.find_root(), value)
+
+    return click.option(
+        "--workspace",
+        type=click.Path(file_okay=False),
+        envvar="ACODE_WORKSPACE",
+        expose_value=False,
+        is_eager=True,
+        callback=remember,
+        help="Workspace directory (default: nearest with .agent/; env ACODE_WORKSPACE).",
+    )(command)
+
+
+def session() -> Session:
+    ctx = click.get_current_context()
+    obj = ctx.find_root().obj
+    if not isinstance(obj, Session):
+        obj = ctx.find_root().obj = Session(ctx.find_root(), None)
+    return obj

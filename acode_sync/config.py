@@ -1,0 +1,247 @@
+"""Load and validate ``.agent/config.yml``.
+
+The file is read with ``yaml.safe_load``. Unknown keys are warned about (a
+typo should not stop sync, but should not pass silently either); a wrong type
+or value is a :class:`ConfigError` naming the file, the key and the reason.
+``ACODE_SYNC_REMOTE_URL`` overrides ``sync.remote.url``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from acode_sync.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+REMOTE_URL_ENV = "ACODE_SYNC_REMOTE_URL"
+POLICIES = ("last_write_wins", "local_wins", "remote_wins")
+
+
+@dataclass(frozen=True)
+class UploadConfig:
+    poll_interval_seconds: float = 5
+    batch_size: int = 50
+    batch_bytes_max: int = 1_048_576
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    max_attempts: int = 5
+    base_delay_seconds: float = 1
+    max_delay_seconds: float = 300
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    poll_interval_seconds: float = 30
+    page_size: int = 1000
+
+
+@dataclass(frozen=True)
+class ConflictConfig:
+    policy: str = "last_write_wins"
+    preserve_original: bool = True
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    # Synced outbox rows and applied inbox rows older than this are pruned.
+    days: float = 7
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    enabled: bool = True
+    device_id: str | None = None
+    remote_url: str | None = None
+    upload: UploadConfig = field(default_factory=UploadConfig)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+    conflict: ConflictConfig = field(default_factory=ConflictConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+
+
+Check = Callable[[Any], str | None]
+
+
+def _positive_int(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"must be a whole number, got {value!r}"
+    return None if value > 0 else f"must be greater than 0, got {value}"
+
+
+def _positive_number(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"must be a number, got {value!r}"
+    return None if value > 0 else f"must be greater than 0, got {value}"
+
+
+def _boolean(value: Any) -> str | None:
+    return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
+
+
+def _optional_text(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and value.strip()):
+        return None
+    return f"must be a non-empty string, got {value!r}"
+
+
+def _policy(value: Any) -> str | None:
+    if value in POLICIES:
+        return None
+    return f"must be one of {', '.join(POLICIES)}, got {value!r}"
+
+
+# Every key under `sync:` with its check; the defaults are the dataclasses'.
+_KEYS: dict[str, Check] = {
+    "enabled": _boolean,
+    "device_id": _optional_text,
+    "remote.url": _optional_text,
+    "upload.poll_interval_seconds": _positive_number,
+    "upload.batch_size": _positive_int,
+    "upload.batch_bytes_max": _positive_int,
+    "retry.max_attempts": _positive_int,
+    "retry.base_delay_seconds": _positive_number,
+    "retry.max_delay_seconds": _positive_number,
+    "download.poll_interval_seconds": _positive_number,
+    "download.page_size": _positive_int,
+    "conflict.policy": _policy,
+    "conflict.preserve_original": _boolean,
+    "retention.days": _positive_number,
+}
+_SECTIONS = {key.split(".")[0] for key in _KEYS if "." in key}
+
+
+def _flatten(section: Mapping[str, Any], path: str, where: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in section.items():
+        dotted = f"{path}.{key}"
+        name = dotted.removeprefix("sync.")
+        if isinstance(value, dict):
+            if name not in _SECTIONS:
+                log.warning("%s: %s: unknown key, ignored", where, dotted)
+                continue
+            flat.update(_flatten(value, dotted, where))
+        elif name in _SECTIONS:
+            raise ConfigError(where, dotted, f"must be a mapping, got {value!r}")
+        elif name not in _KEYS:
+            log.warning("%s: %s: unknown key, ignored", where, dotted)
+        else:
+            flat[name] = value
+    return flat
+
+
+def parse_config(document: Any, where: str) -> SyncConfig:
+    """Validate a parsed YAML document and build the configuration."""
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise ConfigError(where, "(top level)", "must be a mapping with a 'sync:' key")
+    for key in document:
+        if key != "sync":
+            log.warning("%s: %s: unknown key, ignored", where, key)
+    section = document.get("sync") or {}
+    if not isinstance(section, dict):
+        raise ConfigError(where, "sync", f"must be a mapping, got {section!r}")
+    flat = _flatten(section, "sync", where)
+    for name, value in flat.items():
+        problem = _KEYS[name](value)
+        if problem:
+            raise ConfigError(where, f"sync.{name}", problem)
+
+    def pick(cls: type[Any], prefix: str) -> Any:
+        fields = {
+            name.removeprefix(prefix + "."): value
+            for name, value in flat.items()
+            if name.startswith(prefix + ".")
+        }
+        return cls(**fields)
+
+    retry = pick(RetryConfig, "retry")
+    if retry.base_delay_seconds > retry.max_delay_seconds:
+        raise ConfigError(
+            where, "sync.retry.base_delay_seconds", "must not exceed retry.max_delay_seconds"
+        )
+    return SyncConfig(
+        enabled=flat.get("enabled", True),
+        device_id=flat.get("device_id"),
+        remote_url=flat.get("remote.url"),
+        upload=pick(UploadConfig, "upload"),
+        retry=retry,
+        download=pick(DownloadConfig, "download"),
+        conflict=pick(ConflictConfig, "conflict"),
+        retention=pick(RetentionConfig, "retention"),
+    )
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> SyncConfig:
+    """Read ``path`` (absent means all defaults) and apply the environment override."""
+    environ = os.environ if environ is None else environ
+    where = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = ""
+    except OSError as exc:
+        raise ConfigError(where, "(file)", exc.strerror or str(exc)) from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"line {mark.line + 1}" if mark is not None else "(file)"
+        raise ConfigError(where, at, f"not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    config = parse_config(document, where)
+    override = environ.get(REMOTE_URL_ENV)
+    if override:
+        config = SyncConfig(**{**config.__dict__, "remote_url": override})
+    return config
+
+
+def default_config_text(device_id: str, remote_url: str | None) -> str:
+    """The config file `init` writes: every key with its default, and the device id."""
+    url = remote_url if remote_url else "null  # or set ACODE_SYNC_REMOTE_URL"
+    return f"""\
+# acode-sync configuration. Every key is shown with its default.
+sync:
+  enabled: true
+  device_id: {device_id}
+
+  # Remote connection (postgresql://role@host:port/db). Passwords: in the URL,
+  # PGPASSWORD or ~/.pgpass; they are never printed.
+  remote:
+    url: {url}
+
+  # Upload settings
+  upload:
+    poll_interval_seconds: 5
+    batch_size: 50
+    batch_bytes_max: 1048576  # 1MB
+
+  # Retry settings
+  retry:
+    max_attempts: 5
+    base_delay_seconds: 1
+    max_delay_seconds: 300
+
+  # Download settings
+  download:
+    poll_interval_seconds: 30
+    page_size: 1000
+
+  # Conflict resolution
+  conflict:
+    policy: last_write_wins  # or 'local_wins', 'remote_wins'
+    preserve_original: true
+
+  # Synced outbox rows and applied inbox rows are pruned after this many days
+  retention:
+    days: 7
+"""

@@ -1,0 +1,64 @@
+"""Apply the shipped SQL migrations and record what ran.
+
+Migrations are numbered files in ``sql/sqlite`` (local) and ``sql/postgres``
+(server), read through importlib.resources. Each file records itself in its
+side's migrations table, so applying one by hand (``sqlite3 ... < FILE``,
+``psql -f FILE``) and applying it here are the same thing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from importlib import resources
+
+import sqlite_utils
+
+LOCAL_TABLE = "sync_migrations"
+
+
+@dataclass(frozen=True)
+class Migration:
+    name: str
+    sql: str
+
+
+def shipped(side: str) -> list[Migration]:
+    """The migrations of ``side`` ('sqlite' or 'postgres'), in order."""
+    folder = resources.files("acode_sync.sql").joinpath(side)
+    found = [
+        Migration(entry.name.removesuffix(".sql"), entry.read_text(encoding="utf-8"))
+        for entry in folder.iterdir()
+        if entry.name.endswith(".sql") and entry.name[:4].isdigit()
+    ]
+    return sorted(found, key=lambda migration: migration.name)
+
+
+def canonical_schema(side: str) -> str:
+    """The full schema of a fresh install (``sql/<side>/schema.sql``)."""
+    return resources.files("acode_sync.sql").joinpath(side, "schema.sql").read_text("utf-8")
+
+
+def applied_local(conn: sqlite3.Connection) -> set[str]:
+    db = sqlite_utils.Database(conn)
+    if LOCAL_TABLE not in db.table_names():
+        return set()
+    return {row["name"] for row in db[LOCAL_TABLE].rows}
+
+
+def migrate_local(conn: sqlite3.Connection) -> list[str]:
+    """Apply the local migrations not yet applied; return the names applied now."""
+    done = applied_local(conn)
+    ran = []
+    for migration in shipped("sqlite"):
+        if migration.name in done:
+            continue
+        # Each file is its own BEGIN IMMEDIATE ... COMMIT and records itself.
+        conn.executescript(migration.sql)
+        ran.append(migration.name)
+    return ran
+
+
+def pending_local(conn: sqlite3.Connection) -> list[str]:
+    done = applied_local(conn)
+    return [m.name for m in shipped("sqlite") if m.name not in done]

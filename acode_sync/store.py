@@ -1,0 +1,152 @@
+"""Conversation data in the local store: chats and their messages.
+
+Every write is one ``BEGIN IMMEDIATE`` transaction; the capture triggers put
+the matching outbox row into the same transaction, so this module never
+touches the outbox itself.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from ulid import ULID
+
+from acode_sync.errors import UsageError
+from acode_sync.workspace import write
+
+PRIVACY_LEVELS = ("FULL", "REDACTED", "LOCAL_ONLY")
+ROLES = ("user", "assistant", "system", "tool")
+NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+
+
+@dataclass(frozen=True)
+class Chat:
+    id: str
+    title: str
+    privacy: str
+    version: int
+    sync_status: str
+    created_at: str
+    updated_at: str
+    deleted_at: str | None
+    message_count: int = 0
+
+
+@dataclass(frozen=True)
+class Message:
+    id: str
+    chat_id: str
+    role: str
+    content: str
+    privacy: str
+    version: int
+    sync_status: str
+    created_at: str
+    updated_at: str
+    deleted_at: str | None
+
+
+def _check_privacy(privacy: str) -> str:
+    level = privacy.upper()
+    if level not in PRIVACY_LEVELS:
+        raise UsageError(f"privacy must be one of {', '.join(PRIVACY_LEVELS)}, got {privacy!r}")
+    return level
+
+
+def new_chat(conn: sqlite3.Connection, title: str, privacy: str = "FULL") -> str:
+    chat_id = str(ULID())
+    with write(conn):
+        conn.execute(
+            "INSERT INTO chats (id, title, privacy) VALUES (?, ?, ?)",
+            (chat_id, title, _check_privacy(privacy)),
+        )
+    return chat_id
+
+
+def add_message(
+    conn: sqlite3.Connection,
+    chat_id: str,
+    content: str,
+    role: str = "user",
+    privacy: str = "FULL",
+) -> str:
+    if role not in ROLES:
+        raise UsageError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+    message_id = str(ULID())
+    with write(conn):
+        _require_chat(conn, chat_id)
+        conn.execute(
+            "INSERT INTO messages (id, chat_id, role, content, privacy) VALUES (?, ?, ?, ?, ?)",
+            (message_id, chat_id, role, content, _check_privacy(privacy)),
+        )
+        conn.execute(f"UPDATE chats SET updated_at = {NOW} WHERE id = ?", (chat_id,))
+    return message_id
+
+
+def rename_chat(conn: sqlite3.Connection, chat_id: str, title: str) -> None:
+    with write(conn):
+        _require_chat(conn, chat_id)
+        conn.execute(
+            f"UPDATE chats SET title = ?, updated_at = {NOW} WHERE id = ?", (title, chat_id)
+        )
+
+
+def delete(conn: sqlite3.Connection, entity_id: str) -> str:
+    """Soft-delete a chat or a message; returns which it was."""
+    with write(conn):
+        table = _entity_table(conn, entity_id)
+        conn.execute(
+            f"UPDATE {table} SET deleted_at = {NOW}, updated_at = {NOW} "
+            "WHERE id = ? AND deleted_at IS NULL",
+            (entity_id,),
+        )
+    return "chat" if table == "chats" else "message"
+
+
+def set_privacy(conn: sqlite3.Connection, entity_id: str, privacy: str) -> str:
+    level = _check_privacy(privacy)
+    with write(conn):
+        table = _entity_table(conn, entity_id)
+        conn.execute(
+            f"UPDATE {table} SET privacy = ?, updated_at = {NOW} WHERE id = ?",
+            (level, entity_id),
+        )
+    return "chat" if table == "chats" else "message"
+
+
+def list_chats(conn: sqlite3.Connection, include_deleted: bool = False) -> list[Chat]:
+    rows = conn.execute(
+        "SELECT c.*, (SELECT count(*) FROM messages m WHERE m.chat_id = c.id "
+        "             AND m.deleted_at IS NULL) AS message_count "
+        "FROM chats c WHERE ? OR c.deleted_at IS NULL ORDER BY c.created_at, c.id",
+        (include_deleted,),
+    ).fetchall()
+    return [Chat(**dict(row)) for row in rows]
+
+
+def get_chat(conn: sqlite3.Connection, chat_id: str) -> tuple[Chat, list[Message]]:
+    row = conn.execute(
+        "SELECT c.*, (SELECT count(*) FROM messages m WHERE m.chat_id = c.id "
+        "             AND m.deleted_at IS NULL) AS message_count FROM chats c WHERE id = ?",
+        (chat_id,),
+    ).fetchone()
+    if row is None:
+        raise UsageError(f"no chat with id {chat_id}")
+    messages = conn.execute(
+        "SELECT * FROM messages WHERE chat_id = ? AND deleted_at IS NULL ORDER BY created_at, id",
+        (chat_id,),
+    ).fetchall()
+    return Chat(**dict(row)), [Message(**dict(m)) for m in messages]
+
+
+def _require_chat(conn: sqlite3.Connection, chat_id: str) -> None:
+    if conn.execute("SELECT 1 FROM chats WHERE id = ?", (chat_id,)).fetchone() is None:
+        raise UsageError(f"no chat with id {chat_id}")
+
+
+def _entity_table(conn: sqlite3.Connection, entity_id: str) -> str:
+    for table in ("chats", "messages"):
+        if conn.execute(f"SELECT 1 FROM {table} WHERE id = ?", (entity_id,)).fetchone():
+            return table
+    raise UsageError(f"no chat or message with id {entity_id}")

@@ -1,0 +1,132 @@
+"""The workspace: ``.agent/`` with its config file and its SQLite database.
+
+Connection discipline, for every connection the package opens:
+
+* WAL journal, so readers never block the writer;
+* ``busy_timeout``, so a writer waits for another instead of failing;
+* ``isolation_level=None`` and an explicit ``BEGIN IMMEDIATE`` for every write
+  transaction: a deferred transaction that reads and then writes fails with
+  SQLITE_BUSY_SNAPSHOT without waiting.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from acode_sync.config import SyncConfig, load_config
+from acode_sync.errors import UsageError
+
+AGENT_DIR = ".agent"
+DB_NAME = "workspace.db"
+CONFIG_NAME = "config.yml"
+WORKSPACE_ENV = "ACODE_WORKSPACE"
+BUSY_TIMEOUT_MS = 5000
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @property
+    def agent_dir(self) -> Path:
+        return self.root / AGENT_DIR
+
+    @property
+    def db_path(self) -> Path:
+        return self.agent_dir / DB_NAME
+
+    @property
+    def config_path(self) -> Path:
+        return self.agent_dir / CONFIG_NAME
+
+    @property
+    def conflicts_dir(self) -> Path:
+        return self.agent_dir / "conflicts"
+
+    def config(self) -> SyncConfig:
+        return load_config(self.config_path)
+
+    def connect(self, *, create: bool = False) -> sqlite3.Connection:
+        """Open the database; refuse a missing one unless ``create`` (init does)."""
+        if not create and not self.db_path.exists():
+            raise UsageError(f"{self.db_path}: no workspace database; run 'acode-sync init' first")
+        check_sqlite_file(self.db_path)
+        return connect(self.db_path)
+
+
+def find_workspace(explicit: str | os.PathLike[str] | None = None) -> Workspace:
+    """``--workspace DIR``, else ``$ACODE_WORKSPACE``, else the nearest ``.agent/``."""
+    chosen = explicit or os.environ.get(WORKSPACE_ENV)
+    if chosen:
+        root = Path(chosen).expanduser().resolve()
+        if not root.is_dir():
+            raise UsageError(f"{root}: workspace directory does not exist")
+        return Workspace(root)
+    here = Path.cwd().resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / AGENT_DIR).is_dir():
+            return Workspace(candidate)
+    raise UsageError(
+        f"no {AGENT_DIR}/ in {here} or any parent; run 'acode-sync init' or pass --workspace"
+    )
+
+
+def check_sqlite_file(path: Path) -> None:
+    """Refuse a file that exists but is not an SQLite database, before touching it."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(SQLITE_MAGIC))
+    except FileNotFoundError:
+        return
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a directory, not an SQLite database") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
+    if head and head != SQLITE_MAGIC:
+        raise UsageError(f"{path}: not an SQLite database (file header does not match)")
+
+
+def connect(path: Path | str, *, synchronous: str = "NORMAL") -> sqlite3.Connection:
+    """Open an SQLite connection with the package's discipline."""
+    conn = sqlite3.connect(str(path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise UsageError(f"{path}: not a usable SQLite database ({exc})") from None
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+@contextmanager
+def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+@contextmanager
+def applying_remote(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A write transaction with the echo guard up: capture triggers stay silent.
+
+    The guard is a column in the one-row ``sync_state`` table, raised inside the
+    transaction and lowered before COMMIT, so no other writer ever sees it up.
+    """
+    with write(conn):
+        conn.execute("UPDATE sync_state SET applying = 1 WHERE id = 1")
+        yield conn
+        conn.execute("UPDATE sync_state SET applying = 0 WHERE id = 1")

@@ -1,0 +1,1 @@
+"""SQL shipped with acode-sync: sqlite/ (local capture) and postgres/ (server)."""
