@@ -11,8 +11,12 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
+import psycopg
 import sqlite_utils
+
+from acode_sync import remote
 
 LOCAL_TABLE = "sync_migrations"
 
@@ -62,3 +66,25 @@ def migrate_local(conn: sqlite3.Connection) -> list[str]:
 def pending_local(conn: sqlite3.Connection) -> list[str]:
     done = applied_local(conn)
     return [m.name for m in shipped("sqlite") if m.name not in done]
+
+
+def applied_remote(conn: psycopg.Connection[Any]) -> set[str]:
+    row = conn.execute("SELECT to_regclass('acode_sync.migrations') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        return set()
+    return {name for (name,) in conn.execute("SELECT name FROM acode_sync.migrations")}
+
+
+def migrate_remote(conninfo: str) -> list[str]:
+    """Apply the server migrations not yet applied (run by an admin role)."""
+    ran = []
+    with remote.connect(conninfo, autocommit=True) as conn:
+        done = applied_remote(conn)
+        for migration in shipped("postgres"):
+            if migration.name in done:
+                continue
+            # No parameters: psycopg sends the file with the simple query
+            # protocol, so its BEGIN ... COMMIT and many statements go as one.
+            conn.execute(migration.sql.encode())
+            ran.append(migration.name)
+    return ran

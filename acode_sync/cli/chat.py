@@ -58,7 +58,7 @@ def list_(include_deleted: bool) -> None:
                     c.title + (" (deleted)" if c.deleted_at else ""),
                     str(c.message_count),
                     c.privacy,
-                    c.sync_status,
+                    "local only" if c.privacy == "LOCAL_ONLY" else c.sync_status,
                     c.updated_at,
                 ]
                 for c in chats

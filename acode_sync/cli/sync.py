@@ -9,8 +9,11 @@ from acode_sync import migrations
 from acode_sync.cli import formatting
 from acode_sync.cli._common import AcodeGroup, session, setup_logging, workspace_option
 from acode_sync.config import default_config_text
+from acode_sync.engine import CycleReport, SyncEngine
+from acode_sync.errors import EXIT_SYNC_INCOMPLETE
 from acode_sync.outbox import queue as outbox_queue
-from acode_sync.workspace import AGENT_DIR
+from acode_sync.remote import redact
+from acode_sync.workspace import AGENT_DIR, check_sqlite_file
 
 
 @click.group(cls=AcodeGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,6 +30,7 @@ def sync(verbose: bool) -> None:
 def init(remote_url: str | None) -> None:
     """Create .agent/config.yml (if absent) and .agent/workspace.db; idempotent."""
     workspace = session().new_workspace()
+    check_sqlite_file(workspace.db_path)  # refuse before writing anything
     workspace.agent_dir.mkdir(exist_ok=True)
     if workspace.config_path.exists():
         config = workspace.config()  # validates an existing file before anything else
@@ -52,15 +56,65 @@ def init(remote_url: str | None) -> None:
 
 @sync.command()
 @click.option("--local", "local", is_flag=True, help="Apply sql/sqlite to the workspace.")
+@click.option("--remote", "remote_", is_flag=True, help="Apply sql/postgres to remote.url.")
 @workspace_option
-def migrate(local: bool) -> None:
-    """Apply the shipped migrations (also appliable by hand with sqlite3)."""
+def migrate(local: bool, remote_: bool) -> None:
+    """Apply the shipped migrations (also appliable by hand with sqlite3 and psql).
+
+    With neither flag: the local side. The remote side is applied by an admin
+    role (remote.url or ACODE_SYNC_REMOTE_URL must name one).
+    """
     s = session()
-    if not local:
-        local = True
-    if local:
+    if local or not remote_:
         ran = migrations.migrate_local(s.conn)
         click.echo(f"Local: applied {', '.join(ran)}" if ran else "Local: up to date")
+    if remote_:
+        url = SyncEngine(s.workspace, s.config).remote_url()
+        ran = migrations.migrate_remote(url)
+        where = redact(url)
+        click.echo(
+            f"Remote {where}: applied {', '.join(ran)}" if ran else f"Remote {where}: up to date"
+        )
+
+
+def _report_cycle(report: CycleReport, *, quiet: bool) -> None:
+    if report.paused:
+        if not quiet:
+            click.echo("Sync is paused. Changes queue locally; 'acode sync resume' to resume.")
+        return
+    push = report.push
+    if not quiet:
+        click.echo("Syncing...")
+        click.echo(f"  ↑ Uploaded: {formatting.plural(push.uploaded, 'item')}")
+        if push.conflicts:
+            click.echo(f"  ! Conflicts: {push.conflicts} (see 'acode sync conflicts')")
+    for error in push.errors:
+        click.echo(f"  ✗ {error}", err=True)
+    if report.incomplete:
+        click.echo(
+            f"Sync incomplete: {push.failed + push.rejected} item(s) failed "
+            "(see 'acode sync queue --errors').",
+            err=True,
+        )
+        raise click.exceptions.Exit(EXIT_SYNC_INCOMPLETE)
+    if not quiet:
+        click.echo("Sync complete.")
+
+
+@sync.command()
+@workspace_option
+def now() -> None:
+    """Sync now: push everything (backoff or not), pull, apply, and report."""
+    s = session()
+    _report_cycle(SyncEngine(s.workspace, s.config).sync_once(ignore_backoff=True), quiet=False)
+
+
+@sync.command()
+@workspace_option
+def once() -> None:
+    """One quiet cycle for cron and timers: honours backoff, prints only problems."""
+    s = session()
+    _report_cycle(SyncEngine(s.workspace, s.config).sync_once(), quiet=True)
 
 
 @sync.command()

@@ -59,7 +59,8 @@ CREATE INDEX IF NOT EXISTS messages_chat ON messages (chat_id, created_at);
 -- The outbox. `seq` orders it (ULIDs made in one millisecond are unordered, so
 -- the key is only an idempotency key). `op` is 'upsert', or 'withdraw' for the
 -- last change of an entity that became LOCAL_ONLY. Status: Pending, Synced,
--- Failed, Superseded (a newer row of the same entity carried it).
+-- Failed, Conflict (the server had moved on; see sync_conflicts), Superseded
+-- (a newer row of the same entity carried it).
 CREATE TABLE IF NOT EXISTS sync_outbox (
     seq              INTEGER PRIMARY KEY AUTOINCREMENT,
     idempotency_key  TEXT NOT NULL UNIQUE,
@@ -69,7 +70,7 @@ CREATE TABLE IF NOT EXISTS sync_outbox (
     base_version     INTEGER NOT NULL,
     payload          TEXT NOT NULL,
     status           TEXT NOT NULL DEFAULT 'Pending'
-                     CHECK (status IN ('Pending', 'Synced', 'Failed', 'Superseded')),
+                     CHECK (status IN ('Pending', 'Synced', 'Failed', 'Conflict', 'Superseded')),
     retry_count      INTEGER NOT NULL DEFAULT 0,
     next_retry_at    TEXT,
     last_error       TEXT,

@@ -1,5 +1,6 @@
 -- The full local schema of a fresh install: what the migrations in this folder
--- add up to. tests/migration checks that they do. Not applied by the runner.
+-- add up to (tests/migration checks it). Reference only; the runner applies the
+-- numbered files. Regenerate: sqlite3 NEW.db < each migration; sqlite3 NEW.db .schema
 CREATE TABLE sync_migrations (
     name        TEXT PRIMARY KEY,
     applied_at  TEXT NOT NULL
@@ -50,7 +51,7 @@ CREATE TABLE sync_outbox (
     base_version     INTEGER NOT NULL,
     payload          TEXT NOT NULL,
     status           TEXT NOT NULL DEFAULT 'Pending'
-                     CHECK (status IN ('Pending', 'Synced', 'Failed', 'Superseded')),
+                     CHECK (status IN ('Pending', 'Synced', 'Failed', 'Conflict', 'Superseded')),
     retry_count      INTEGER NOT NULL DEFAULT 0,
     next_retry_at    TEXT,
     last_error       TEXT,
@@ -121,7 +122,7 @@ SELECT
     substr('0123456789ABCDEFGHJKMNPQRSTVWXYZ', (random() & 31) + 1, 1) ||
     substr('0123456789ABCDEFGHJKMNPQRSTVWXYZ', (random() & 31) + 1, 1) ||
     substr('0123456789ABCDEFGHJKMNPQRSTVWXYZ', (random() & 31) + 1, 1) AS key
-/* sync_new_key("key") */;
+;
 CREATE TRIGGER chats_capture_insert
 AFTER INSERT ON chats
 WHEN NEW.privacy <> 'LOCAL_ONLY'

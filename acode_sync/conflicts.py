@@ -1,0 +1,210 @@
+"""Conflict resolution (the specification's ConflictResolver).
+
+A conflict is a local change and a remote change to the same entity, neither
+made on top of the other. It is detected at push (the change's base version is
+behind the server's) and at pull (a remote change arrives for an entity with
+local changes still pending). The policy picks the winner:
+
+* ``last_write_wins`` (default): the later change time wins (the server clamps
+  times in the future); equal times fall to the larger device id, so every
+  device picks the same winner;
+* ``local_wins`` / ``remote_wins``.
+
+The losing side is never lost: it is kept in ``sync_conflicts``, written to
+``.agent/conflicts/<entity_id>_v<version>.json`` when ``preserve_original``,
+and the server keeps both sides in its own conflict log. Every conflict is
+logged with ACODE-SYNC-003.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from acode_sync.clock import iso, parse_iso
+from acode_sync.config import SyncConfig
+from acode_sync.errors import CONFLICT_DETECTED
+from acode_sync.outbox import OutboxRow
+from acode_sync.remote import ItemResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Side:
+    version: int
+    changed_at: str
+    device: str
+    payload: dict[str, Any]
+
+
+def choose_winner(policy: str, local: Side, remote: Side, now: str) -> str:
+    """'local' or 'remote', the same answer on every device for the same pair."""
+    if policy == "local_wins":
+        return "local"
+    if policy == "remote_wins":
+        return "remote"
+    # A local clock ahead of the server's cannot win by that: clamp like the server.
+    local_time = min(parse_iso(local.changed_at), parse_iso(now))
+    remote_time = parse_iso(remote.changed_at)
+    if local_time != remote_time:
+        return "local" if local_time > remote_time else "remote"
+    return "local" if local.device > remote.device else "remote"
+
+
+def record(
+    conn: sqlite3.Connection,
+    config: SyncConfig,
+    *,
+    entity_type: str,
+    entity_id: str,
+    detected_by: str,
+    winner: str,
+    local: Side,
+    remote: Side,
+    conflicts_dir: Path | None,
+) -> int:
+    """Keep both sides; write the loser to a file when asked. Returns the conflict id."""
+    loser = remote if winner == "local" else local
+    path: str | None = None
+    if config.conflict.preserve_original and conflicts_dir is not None:
+        conflicts_dir.mkdir(parents=True, exist_ok=True)
+        target = conflicts_dir / f"{entity_id}_v{loser.version}.json"
+        document = {
+            "entity_type": entity_type,
+            "entity_id": entity_id,
+            "side": "remote" if winner == "local" else "local",
+            "version": loser.version,
+            "changed_at": loser.changed_at,
+            "device": loser.device,
+            "policy": config.conflict.policy,
+            "payload": loser.payload,
+        }
+        target.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", "utf-8")
+        path = str(target)
+    cursor = conn.execute(
+        "INSERT INTO sync_conflicts (entity_type, entity_id, detected_by, policy, winner, "
+        "local_version, local_changed_at, local_payload, remote_version, remote_changed_at, "
+        "remote_payload, preserved_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            entity_type,
+            entity_id,
+            detected_by,
+            config.conflict.policy,
+            winner,
+            local.version,
+            local.changed_at,
+            json.dumps(local.payload),
+            remote.version,
+            remote.changed_at,
+            json.dumps(remote.payload),
+            path,
+        ),
+    )
+    log.warning(
+        "%s: conflict detected on %s %s (local v%s, remote v%s): %s wins by %s%s",
+        CONFLICT_DETECTED,
+        entity_type,
+        entity_id,
+        local.version,
+        remote.version,
+        winner,
+        config.conflict.policy,
+        f"; loser kept in {path}" if path else "",
+    )
+    return int(cursor.lastrowid or 0)
+
+
+def remote_side(row: dict[str, Any]) -> Side:
+    """The server's row (as returned by push or pull) as one side of a conflict."""
+    payload = {
+        k: v
+        for k, v in row.items()
+        if k not in ("version", "changed_at", "origin_device", "idempotency_key", "batch_id")
+    }
+    for key in ("created_at", "updated_at", "deleted_at"):
+        if isinstance(payload.get(key), str):
+            payload[key] = iso(parse_iso(payload[key]))
+    return Side(
+        version=int(row["version"]),
+        changed_at=iso(parse_iso(str(row["changed_at"]))),
+        device=str(row.get("origin_device") or ""),
+        payload=payload,
+    )
+
+
+def resolve_push_conflict(
+    conn: sqlite3.Connection,
+    config: SyncConfig,
+    device_id: str,
+    row: OutboxRow,
+    payload: str,
+    result: ItemResult,
+    now: str,
+    conflicts_dir: Path | None = None,
+) -> str:
+    """The server refused ``row`` as a conflict: resolve it by policy, inside the
+    caller's write transaction. Returns the winner."""
+    from acode_sync.download import apply_entity  # the apply path is download's
+
+    server_row = result.server_row or {}
+    remote = remote_side(server_row)
+    newest = conn.execute(
+        "SELECT payload, changed_at FROM sync_outbox WHERE entity_type = ? AND entity_id = ? "
+        "AND status IN ('Pending', 'Failed') ORDER BY seq DESC LIMIT 1",
+        (row.entity_type, row.entity_id),
+    ).fetchone()
+    local_payload = json.loads(newest[0]) if newest else json.loads(payload)
+    local = Side(
+        row.base_version, newest[1] if newest else row.changed_at, device_id, local_payload
+    )
+    winner = choose_winner(config.conflict.policy, local, remote, now)
+    record(
+        conn,
+        config,
+        entity_type=row.entity_type,
+        entity_id=row.entity_id,
+        detected_by="push",
+        winner=winner,
+        local=local,
+        remote=remote,
+        conflicts_dir=conflicts_dir,
+    )
+    if winner == "local":
+        # Made again on top of the server's version, it goes out on the next batch.
+        conn.execute(
+            "UPDATE sync_outbox SET status = 'Pending', base_version = ?, next_retry_at = NULL, "
+            "last_error = ? WHERE seq = ?",
+            (
+                remote.version,
+                f"{CONFLICT_DETECTED}: conflict: local wins ({config.conflict.policy}); "
+                f"resent on version {remote.version}",
+                row.seq,
+            ),
+        )
+        conn.execute(
+            "UPDATE sync_outbox SET base_version = ? WHERE entity_type = ? AND entity_id = ? "
+            "AND seq > ? AND status IN ('Pending', 'Failed')",
+            (remote.version, row.entity_type, row.entity_id, row.seq),
+        )
+        return winner
+    conn.execute(
+        "UPDATE sync_outbox SET status = 'Conflict', last_error = ?, synced_at = ? "
+        "WHERE entity_type = ? AND entity_id = ? AND seq >= ? "
+        "AND status IN ('Pending', 'Failed')",
+        (
+            f"{CONFLICT_DETECTED}: conflict: remote wins ({config.conflict.policy})",
+            now,
+            row.entity_type,
+            row.entity_id,
+            row.seq,
+        ),
+    )
+    conn.execute("UPDATE sync_state SET applying = 1 WHERE id = 1")
+    apply_entity(conn, row.entity_type, server_row, status="Conflict")
+    conn.execute("UPDATE sync_state SET applying = 0 WHERE id = 1")
+    return winner

@@ -1,0 +1,158 @@
+"""The SyncEngine: one cycle (push, then pull and apply), the workspace lock.
+
+A cycle holds an exclusive lock on ``.agent/sync.lock`` so that a cron
+``once``, a user's ``now`` and a running ``run`` never move the same rows at
+the same time; the others wait for it (briefly) instead.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from acode_sync import remote
+from acode_sync.clock import Clock, iso, utcnow
+from acode_sync.config import SyncConfig
+from acode_sync.errors import ConnectionFailed, UsageError
+from acode_sync.upload import PushReport, Uploader
+from acode_sync.workspace import Workspace, write
+
+log = logging.getLogger(__name__)
+
+LOCK_WAIT_SECONDS = 30.0
+
+Connect = Callable[[str], psycopg.Connection[Any]]
+
+
+def connect_remote(url: str) -> psycopg.Connection[Any]:
+    # Autocommit: each push is one statement, its own transaction, one round
+    # trip. No prepared statements, so it also runs behind PgBouncer.
+    return remote.connect(url, autocommit=True, prepare_threshold=None)
+
+
+@dataclass
+class CycleReport:
+    paused: bool = False
+    push: PushReport = field(default_factory=PushReport)
+
+    @property
+    def incomplete(self) -> bool:
+        return bool(self.push.failed or self.push.rejected)
+
+
+class SyncEngine:
+    def __init__(
+        self,
+        workspace: Workspace,
+        config: SyncConfig | None = None,
+        *,
+        clock: Clock = utcnow,
+        rand: Callable[[], float] = random.random,
+        connect: Connect = connect_remote,
+    ) -> None:
+        self.workspace = workspace
+        self.config = config or workspace.config()
+        self.clock = clock
+        self.rand = rand
+        self.connect = connect
+
+    @property
+    def device_id(self) -> str:
+        if not self.config.device_id:
+            raise UsageError(
+                f"{self.workspace.config_path}: sync.device_id is not set; run 'acode-sync init'"
+            )
+        return self.config.device_id
+
+    def remote_url(self) -> str:
+        if not self.config.remote_url:
+            raise UsageError(
+                f"{self.workspace.config_path}: sync.remote.url is not set "
+                "(or set ACODE_SYNC_REMOTE_URL)"
+            )
+        return self.config.remote_url
+
+    def sync_once(self, *, ignore_backoff: bool = False) -> CycleReport:
+        """One full cycle. Raises ConnectionFailed (queue untouched) when offline."""
+        conn = self.workspace.connect()
+        try:
+            if is_paused(conn) or not self.config.enabled:
+                return CycleReport(paused=True)
+            url = self.remote_url()
+            device = self.device_id
+            with self.lock():
+                try:
+                    pg = self.connect(url)
+                except ConnectionFailed as exc:
+                    note_error(conn, str(exc), self.clock)
+                    raise
+                with pg:
+                    uploader = Uploader(
+                        conn,
+                        self.config,
+                        device,
+                        clock=self.clock,
+                        rand=self.rand,
+                        conflicts_dir=self.workspace.conflicts_dir,
+                    )
+                    report = CycleReport(push=uploader.push(pg, ignore_backoff=ignore_backoff))
+                with write(conn):
+                    conn.execute(
+                        "UPDATE sync_state SET last_push_at = ?, last_error = ?, "
+                        "last_error_at = CASE WHEN ? IS NULL THEN last_error_at ELSE ? END "
+                        "WHERE id = 1",
+                        (
+                            iso(self.clock()),
+                            _first(report.push.errors),
+                            _first(report.push.errors),
+                            iso(self.clock()),
+                        ),
+                    )
+                return report
+        finally:
+            conn.close()
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        path = self.workspace.agent_dir / "sync.lock"
+        with path.open("a+") as handle:
+            deadline = time.monotonic() + LOCK_WAIT_SECONDS
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise UsageError(
+                            f"{path}: another acode-sync holds the workspace lock"
+                        ) from None
+                    time.sleep(0.1)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def is_paused(conn: Any) -> bool:
+    row = conn.execute("SELECT paused FROM sync_state WHERE id = 1").fetchone()
+    return bool(row and row[0])
+
+
+def note_error(conn: Any, message: str, clock: Clock) -> None:
+    with write(conn):
+        conn.execute(
+            "UPDATE sync_state SET last_error = ?, last_error_at = ? WHERE id = 1",
+            (message, iso(clock())),
+        )
+
+
+def _first(errors: list[str]) -> str | None:
+    return errors[0] if errors else None

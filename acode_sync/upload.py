@@ -1,0 +1,386 @@
+"""The upload path: the batch mover (the specification's OutboxProcessor).
+
+One round of :meth:`Uploader.push`:
+
+1. claim due outbox rows in ``seq`` order, stopping at the first row still
+   waiting out a backoff (so nothing overtakes what it depends on); rows that
+   failed for good (rejected, or out of attempts) are skipped: they wait for
+   ``retry`` and never block the queue;
+2. coalesce (newest row per entity, at its oldest row's position) and cut a
+   batch by count and bytes;
+3. re-check privacy against the entity as it is now;
+4. send the batch: one round trip, one server transaction (``acode_sync.push``);
+5. mark every result in one local transaction.
+
+A failure of the link during a batch marks that batch Failed with a backoff
+(its retry state lives in the rows, so it survives restarts); a connection
+that cannot be made at all changes nothing: being offline must not use up
+attempts. A batch the server refuses as a whole for a permanent reason is
+split until the bad item stands alone, so one bad item never sinks the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from ulid import ULID
+
+from acode_sync import conflicts
+from acode_sync.batching import coalesce, take_batch
+from acode_sync.clock import Clock, iso, utcnow
+from acode_sync.config import SyncConfig
+from acode_sync.errors import (
+    BATCH_FAILED,
+    CONFLICT_DETECTED,
+    INVALID_PAYLOAD,
+    MAX_RETRIES_EXCEEDED,
+    ConnectionFailed,
+)
+from acode_sync.outbox import OutboxRow
+from acode_sync.remote import ItemResult, push_batch
+from acode_sync.retry import RetryPolicy, is_transient
+from acode_sync.workspace import write
+
+log = logging.getLogger(__name__)
+
+Rand = Callable[[], float]
+
+
+@dataclass
+class PushReport:
+    batches: int = 0
+    sent: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    rejected: int = 0
+    failed: int = 0
+    withheld: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def uploaded(self) -> int:
+        return self.applied + self.duplicates
+
+
+def claim_due(
+    conn: sqlite3.Connection, now: datetime, limit: int, *, ignore_backoff: bool = False
+) -> list[OutboxRow]:
+    """Open rows in seq order up to the first one still waiting out its backoff."""
+    rows = conn.execute(
+        "SELECT * FROM sync_outbox "
+        "WHERE status = 'Pending' OR (status = 'Failed' AND next_retry_at IS NOT NULL) "
+        "ORDER BY seq LIMIT ?",
+        (limit,),
+    ).fetchall()
+    stamp = iso(now)
+    due = []
+    for row in rows:
+        if not ignore_backoff and row["status"] == "Failed" and row["next_retry_at"] > stamp:
+            break
+        due.append(OutboxRow(**dict(row)))
+    return due
+
+
+class Uploader:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        config: SyncConfig,
+        device_id: str,
+        *,
+        clock: Clock = utcnow,
+        rand: Rand = random.random,
+        conflicts_dir: Path | None = None,
+    ) -> None:
+        self.conn = conn
+        self.conflicts_dir = conflicts_dir
+        self.config = config
+        self.device_id = device_id
+        self.clock = clock
+        self.rand = rand
+        self.policy = RetryPolicy.from_config(config.retry)
+
+    def push(
+        self,
+        remote: psycopg.Connection[Any],
+        *,
+        ignore_backoff: bool = False,
+        max_batches: int | None = None,
+    ) -> PushReport:
+        """Send every due row; stop early when the link fails."""
+        report = PushReport()
+        while max_batches is None or report.batches < max_batches:
+            rows = claim_due(
+                self.conn,
+                self.clock(),
+                self.config.upload.batch_size,
+                ignore_backoff=ignore_backoff,
+            )
+            if not rows:
+                break
+            batch = take_batch(
+                coalesce(rows).send,
+                self.config.upload.batch_size,
+                self.config.upload.batch_bytes_max,
+            )
+            if not self._send(remote, batch, report):
+                break
+        return report
+
+    # -- one batch -----------------------------------------------------------
+
+    def _send(
+        self, remote: psycopg.Connection[Any], batch: list[OutboxRow], report: PushReport
+    ) -> bool:
+        """Send one batch and mark it; False when the link failed (stop for now)."""
+        items, withheld = self._prepare(batch)
+        report.batches += 1
+        if withheld:
+            self._mark_withheld(withheld)
+            report.withheld += len(withheld)
+        if not items:
+            return True
+        try:
+            results = self._push_isolating(remote, items)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            self._mark_transient(items, exc)
+            report.failed += len(items)
+            report.errors.append(_describe(exc))
+            return False
+        self._mark_results(items, results, report)
+        return True
+
+    def _prepare(
+        self, batch: Sequence[OutboxRow]
+    ) -> tuple[list[tuple[OutboxRow, str]], list[OutboxRow]]:
+        """Privacy again, as the entity is now: LOCAL_ONLY is withheld, REDACTED stripped."""
+        items: list[tuple[OutboxRow, str]] = []
+        withheld: list[OutboxRow] = []
+        for row in batch:
+            payload = row.payload
+            if row.op == "upsert":
+                level = effective_privacy(self.conn, row.entity_type, row.entity_id)
+                if level == "LOCAL_ONLY":
+                    withheld.append(row)
+                    continue
+                if level == "REDACTED":
+                    data = json.loads(payload)
+                    if data.get("content") is not None or data.get("privacy") != "REDACTED":
+                        data["privacy"] = "REDACTED"
+                        if row.entity_type == "message":
+                            data["content"] = None
+                        payload = json.dumps(data)
+            items.append((row, payload))
+        return items, withheld
+
+    def _push_isolating(
+        self, remote: psycopg.Connection[Any], items: list[tuple[OutboxRow, str]]
+    ) -> list[ItemResult]:
+        """Push; if the server refuses the batch as a whole for a permanent reason,
+        halve it until the item at fault stands alone and is rejected by itself."""
+        try:
+            return push_batch(remote, str(ULID()), self.device_id, _wire_items(items))
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            if len(items) == 1:
+                row = items[0][0]
+                return [ItemResult(row.idempotency_key, "rejected", None, _describe(exc), None)]
+            half = len(items) // 2
+            return self._push_isolating(remote, items[:half]) + self._push_isolating(
+                remote, items[half:]
+            )
+
+    # -- marking -------------------------------------------------------------
+
+    def _mark_withheld(self, rows: Sequence[OutboxRow]) -> None:
+        now = iso(self.clock())
+        with write(self.conn):
+            for row in rows:
+                self.conn.execute(
+                    "UPDATE sync_outbox SET status = 'Superseded', synced_at = ?, "
+                    "last_error = 'withheld: the entity is LOCAL_ONLY now' WHERE seq = ?",
+                    (now, row.seq),
+                )
+                self._supersede_older(row, now)
+
+    def _mark_transient(self, items: Sequence[tuple[OutboxRow, str]], exc: BaseException) -> None:
+        now = self.clock()
+        reason = _describe(exc)
+        with write(self.conn):
+            for row, _payload in items:
+                decision = self.policy.after_failure(row.retry_count, now, self.rand)
+                if decision.exhausted:
+                    error = f"{MAX_RETRIES_EXCEEDED}: max retries exceeded (last: {reason})"
+                    next_at = None
+                else:
+                    error = reason
+                    next_at = iso(decision.next_retry_at) if decision.next_retry_at else None
+                # The older rows this one stands for wait with it, so the entity
+                # keeps its place in the queue.
+                self.conn.execute(
+                    "UPDATE sync_outbox SET status = 'Failed', retry_count = ?, "
+                    "next_retry_at = ?, last_error = ? "
+                    "WHERE entity_type = ? AND entity_id = ? AND seq <= ? "
+                    "AND status IN ('Pending', 'Failed')",
+                    (decision.retry_count, next_at, error, row.entity_type, row.entity_id, row.seq),
+                )
+                self._set_entity_status(row, "Failed")
+
+    def _mark_results(
+        self,
+        items: Sequence[tuple[OutboxRow, str]],
+        results: Sequence[ItemResult],
+        report: PushReport,
+    ) -> None:
+        by_key = {result.key: result for result in results}
+        now = iso(self.clock())
+        with write(self.conn):
+            for row, payload in items:
+                result = by_key.get(row.idempotency_key)
+                if result is None:  # the server answers every item; never drop one
+                    result = ItemResult(
+                        row.idempotency_key,
+                        "rejected",
+                        None,
+                        f"{BATCH_FAILED}: no result for this item",
+                        None,
+                    )
+                report.sent += 1
+                self._supersede_older(row, now)
+                if result.outcome in ("applied", "duplicate"):
+                    if result.outcome == "applied":
+                        report.applied += 1
+                    else:
+                        report.duplicates += 1
+                    self._acknowledge(row, result.version or 0, now)
+                elif result.outcome == "conflict":
+                    report.conflicts += 1
+                    log.warning(
+                        "%s: conflict on %s %s: server at version %s, change made on %s",
+                        CONFLICT_DETECTED,
+                        row.entity_type,
+                        row.entity_id,
+                        result.version,
+                        row.base_version,
+                    )
+                    conflicts.resolve_push_conflict(
+                        self.conn,
+                        self.config,
+                        self.device_id,
+                        row,
+                        payload,
+                        result,
+                        now,
+                        self.conflicts_dir,
+                    )
+                else:
+                    report.rejected += 1
+                    reason = result.reason or "rejected by the server"
+                    if not reason.startswith("ACODE-SYNC-"):
+                        reason = f"{INVALID_PAYLOAD}: invalid payload: {reason}"
+                    report.errors.append(f"{row.entity_type} {row.entity_id}: {reason}")
+                    self.conn.execute(
+                        "UPDATE sync_outbox SET status = 'Failed', next_retry_at = NULL, "
+                        "last_error = ? WHERE seq = ?",
+                        (reason, row.seq),
+                    )
+                    self._set_entity_status(row, "Failed")
+
+    def _acknowledge(self, row: OutboxRow, version: int, now: str) -> None:
+        self.conn.execute(
+            "UPDATE sync_outbox SET status = 'Synced', synced_at = ?, last_error = NULL, "
+            "next_retry_at = NULL WHERE seq = ?",
+            (now, row.seq),
+        )
+        # A device never conflicts with itself: rows of this entity captured on
+        # the base just acknowledged are rebased onto the new version.
+        self.conn.execute(
+            "UPDATE sync_outbox SET base_version = ? WHERE entity_type = ? AND entity_id = ? "
+            "AND seq > ? AND base_version = ? AND status IN ('Pending', 'Failed')",
+            (version, row.entity_type, row.entity_id, row.seq, row.base_version),
+        )
+        table = "chats" if row.entity_type == "chat" else "messages"
+        still_open = self.conn.execute(
+            "SELECT 1 FROM sync_outbox WHERE entity_type = ? AND entity_id = ? "
+            "AND status IN ('Pending', 'Failed') LIMIT 1",
+            (row.entity_type, row.entity_id),
+        ).fetchone()
+        self.conn.execute(
+            f"UPDATE {table} SET version = max(version, ?), sync_status = ? WHERE id = ?",
+            (version, "Pending" if still_open else "Synced", row.entity_id),
+        )
+
+    def _supersede_older(self, row: OutboxRow, now: str) -> None:
+        self.conn.execute(
+            "UPDATE sync_outbox SET status = 'Superseded', synced_at = ? "
+            "WHERE entity_type = ? AND entity_id = ? AND seq < ? "
+            "AND status IN ('Pending', 'Failed')",
+            (now, row.entity_type, row.entity_id, row.seq),
+        )
+
+    def _set_entity_status(self, row: OutboxRow, status: str) -> None:
+        table = "chats" if row.entity_type == "chat" else "messages"
+        self.conn.execute(
+            f"UPDATE {table} SET sync_status = ? WHERE id = ?", (status, row.entity_id)
+        )
+
+
+def effective_privacy(conn: sqlite3.Connection, entity_type: str, entity_id: str) -> str:
+    """The entity's privacy now: a message's is the stricter of its own and its chat's."""
+    if entity_type == "chat":
+        found = conn.execute("SELECT privacy FROM chats WHERE id = ?", (entity_id,)).fetchone()
+        return str(found[0]) if found else "FULL"
+    found = conn.execute(
+        "SELECT m.privacy, coalesce(c.privacy, 'FULL') FROM messages m "
+        "LEFT JOIN chats c ON c.id = m.chat_id WHERE m.id = ?",
+        (entity_id,),
+    ).fetchone()
+    if not found:
+        return "FULL"
+    levels = set(found)
+    for level in ("LOCAL_ONLY", "REDACTED"):
+        if level in levels:
+            return level
+    return "FULL"
+
+
+def _wire_items(items: Sequence[tuple[OutboxRow, str]]) -> str:
+    """The batch as JSON text; payloads are spliced in as the JSON they already are."""
+    parts = []
+    for row, payload in items:
+        head = json.dumps(
+            {
+                "key": row.idempotency_key,
+                "entity_type": row.entity_type,
+                "entity_id": row.entity_id,
+                "op": row.op,
+                "base_version": row.base_version,
+                "changed_at": row.changed_at,
+            }
+        )
+        parts.append(f'{head[:-1]}, "payload": {payload}}}')
+    return "[" + ", ".join(parts) + "]"
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionFailed):
+        return str(exc)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, psycopg.OperationalError | OSError | TimeoutError):
+        return f"{ConnectionFailed.code}: connection lost: {text}"
+    if is_transient(exc):
+        return f"{BATCH_FAILED}: batch failed: {text}"
+    return f"{INVALID_PAYLOAD}: invalid payload: {text}"

@@ -1,0 +1,493 @@
+-- acode-sync server schema, migration 0001. Run by an admin role:
+--     psql -v ON_ERROR_STOP=1 -f 0001_server_schema.sql "postgresql://admin@host/db"
+-- or `acode-sync migrate --remote`. Every statement is idempotent, so running
+-- the file again changes nothing.
+--
+-- Shape: entity tables (chats, messages) keyed (owner_id, id); a change log
+-- written only by statement-level triggers, numbered per owner from a counter
+-- row whose lock is held to commit (so seq order is commit order); a unique
+-- (owner_id, idempotency_key); a conflict log; row-level security per owner.
+-- No session state anywhere: it runs behind PgBouncer in transaction mode.
+
+BEGIN;
+SET LOCAL client_min_messages = warning;  -- no NOTICE per IF NOT EXISTS
+DO $$ BEGIN PERFORM pg_advisory_xact_lock(4902700101); END $$;  -- one migrator at a time
+
+CREATE SCHEMA IF NOT EXISTS acode_sync;
+
+CREATE TABLE IF NOT EXISTS acode_sync.migrations (
+    name        text PRIMARY KEY,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'acode_sync_device') THEN
+        CREATE ROLE acode_sync_device NOLOGIN;
+    END IF;
+END
+$$;
+
+-- ------------------------------------------------------------- entities ----
+-- privacy LOCAL_ONLY on the server marks a withdrawn entity: a tombstone with
+-- its data removed, kept so that versions stay ordered.
+
+CREATE TABLE IF NOT EXISTS acode_sync.chats (
+    owner_id         text NOT NULL DEFAULT current_user,
+    id               text NOT NULL,
+    title            text NOT NULL DEFAULT '',
+    privacy          text NOT NULL DEFAULT 'FULL'
+                     CHECK (privacy IN ('FULL', 'REDACTED', 'LOCAL_ONLY')),
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    deleted_at       timestamptz,
+    version          bigint NOT NULL DEFAULT 1,
+    changed_at       timestamptz NOT NULL DEFAULT now(),
+    origin_device    text,
+    idempotency_key  text,
+    batch_id         text,
+    PRIMARY KEY (owner_id, id),
+    CHECK (privacy <> 'LOCAL_ONLY' OR title = '')
+);
+
+CREATE TABLE IF NOT EXISTS acode_sync.messages (
+    owner_id         text NOT NULL DEFAULT current_user,
+    id               text NOT NULL,
+    chat_id          text NOT NULL,
+    role             text NOT NULL CHECK (role IN ('user', 'assistant', 'system', 'tool')),
+    content          text,
+    privacy          text NOT NULL DEFAULT 'FULL'
+                     CHECK (privacy IN ('FULL', 'REDACTED', 'LOCAL_ONLY')),
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    deleted_at       timestamptz,
+    version          bigint NOT NULL DEFAULT 1,
+    changed_at       timestamptz NOT NULL DEFAULT now(),
+    origin_device    text,
+    idempotency_key  text,
+    batch_id         text,
+    PRIMARY KEY (owner_id, id),
+    FOREIGN KEY (owner_id, chat_id) REFERENCES acode_sync.chats (owner_id, id),
+    CHECK (privacy = 'FULL' OR content IS NULL)
+);
+CREATE INDEX IF NOT EXISTS messages_chat ON acode_sync.messages (owner_id, chat_id);
+
+-- ----------------------------------------------------------- change log ----
+
+CREATE TABLE IF NOT EXISTS acode_sync.owner_clock (
+    owner_id  text PRIMARY KEY,
+    seq       bigint NOT NULL DEFAULT 0
+);
+
+CREATE TABLE IF NOT EXISTS acode_sync.changes (
+    owner_id         text NOT NULL,
+    seq              bigint NOT NULL,
+    entity_type      text NOT NULL CHECK (entity_type IN ('chat', 'message')),
+    entity_id        text NOT NULL,
+    version          bigint NOT NULL,
+    op               text NOT NULL CHECK (op IN ('upsert', 'withdraw')),
+    idempotency_key  text NOT NULL,
+    batch_id         text,
+    origin_device    text,
+    changed_at       timestamptz NOT NULL,
+    logged_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (owner_id, seq)
+);
+-- Scoped per owner on purpose: with one global index, one owner could claim
+-- another's keys first and have their real changes answered as duplicates.
+CREATE UNIQUE INDEX IF NOT EXISTS changes_idempotency
+    ON acode_sync.changes (owner_id, idempotency_key);
+
+CREATE TABLE IF NOT EXISTS acode_sync.conflicts (
+    owner_id         text NOT NULL DEFAULT current_user,
+    id               bigint GENERATED ALWAYS AS IDENTITY,
+    detected_at      timestamptz NOT NULL DEFAULT now(),
+    entity_type      text NOT NULL,
+    entity_id        text NOT NULL,
+    idempotency_key  text NOT NULL,
+    origin_device    text,
+    base_version     bigint NOT NULL,
+    server_version   bigint NOT NULL,
+    incoming         jsonb NOT NULL,   -- the change that was not applied as sent
+    server_row       jsonb NOT NULL,   -- the server's row when it arrived
+    resolution       text NOT NULL DEFAULT 'reported',
+    PRIMARY KEY (owner_id, id)
+);
+
+-- Versioning of writes that do not come through push(): an admin's UPDATE in
+-- psql, another tool. They get the next version, the server's clock and a
+-- fresh key, so that they are logged and reach every device like any change.
+CREATE OR REPLACE FUNCTION acode_sync.version_direct_write() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        NEW.version := OLD.version + 1;
+    END IF;
+    NEW.changed_at := now();
+    NEW.idempotency_key := 'srv-' || gen_random_uuid();
+    NEW.origin_device := 'server';
+    NEW.batch_id := NULL;
+    RETURN NEW;
+END
+$$;
+
+-- One function for both tables and both events: number the statement's rows
+-- in one block per owner and log them. Runs as the schema owner, so devices
+-- need no rights on owner_clock or INSERT on changes.
+CREATE OR REPLACE FUNCTION acode_sync.log_changes() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    WITH touched AS (
+        SELECT owner_id, id, version, privacy, idempotency_key, batch_id, origin_device,
+               changed_at,
+               row_number() OVER (PARTITION BY owner_id ORDER BY changed_at, id) AS n
+        FROM new_rows
+    ), per_owner AS (
+        SELECT owner_id, count(*) AS n FROM touched GROUP BY owner_id
+    ), block AS (
+        -- The row lock taken here is held until COMMIT: a later commit can
+        -- never carry a smaller seq than one a puller has already seen.
+        INSERT INTO acode_sync.owner_clock AS clock (owner_id, seq)
+        SELECT owner_id, n FROM per_owner ORDER BY owner_id
+        ON CONFLICT (owner_id) DO UPDATE SET seq = clock.seq + EXCLUDED.seq
+        RETURNING clock.owner_id, clock.seq AS last_seq
+    )
+    INSERT INTO acode_sync.changes (owner_id, seq, entity_type, entity_id, version, op,
+                                    idempotency_key, batch_id, origin_device, changed_at)
+    SELECT t.owner_id, b.last_seq - p.n + t.n,
+           CASE TG_TABLE_NAME WHEN 'chats' THEN 'chat' ELSE 'message' END,
+           t.id, t.version,
+           CASE WHEN t.privacy = 'LOCAL_ONLY' THEN 'withdraw' ELSE 'upsert' END,
+           t.idempotency_key, t.batch_id, t.origin_device, t.changed_at
+    FROM touched t
+    JOIN per_owner p USING (owner_id)
+    JOIN block b USING (owner_id);
+    RETURN NULL;
+END
+$$;
+
+DO $$
+DECLARE
+    tbl text;
+BEGIN
+    FOREACH tbl IN ARRAY ARRAY['chats', 'messages'] LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS version_direct_insert ON acode_sync.%I', tbl);
+        EXECUTE format(
+            'CREATE TRIGGER version_direct_insert BEFORE INSERT ON acode_sync.%I '
+            'FOR EACH ROW WHEN (NEW.idempotency_key IS NULL) '
+            'EXECUTE FUNCTION acode_sync.version_direct_write()', tbl);
+        EXECUTE format('DROP TRIGGER IF EXISTS version_direct_update ON acode_sync.%I', tbl);
+        EXECUTE format(
+            'CREATE TRIGGER version_direct_update BEFORE UPDATE ON acode_sync.%I '
+            'FOR EACH ROW WHEN (NEW.idempotency_key IS NOT DISTINCT FROM OLD.idempotency_key) '
+            'EXECUTE FUNCTION acode_sync.version_direct_write()', tbl);
+        EXECUTE format('DROP TRIGGER IF EXISTS log_inserts ON acode_sync.%I', tbl);
+        EXECUTE format(
+            'CREATE TRIGGER log_inserts AFTER INSERT ON acode_sync.%I '
+            'REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT '
+            'EXECUTE FUNCTION acode_sync.log_changes()', tbl);
+        EXECUTE format('DROP TRIGGER IF EXISTS log_updates ON acode_sync.%I', tbl);
+        EXECUTE format(
+            'CREATE TRIGGER log_updates AFTER UPDATE ON acode_sync.%I '
+            'REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT '
+            'EXECUTE FUNCTION acode_sync.log_changes()', tbl);
+    END LOOP;
+END
+$$;
+
+-- ------------------------------------------------------------------ push ----
+-- One batch, one round trip, one transaction. Each item of p_items:
+--   {"key", "entity_type", "entity_id", "op": "upsert"|"withdraw",
+--    "base_version", "changed_at", "payload": {...}}
+-- Each gets one result: applied, duplicate (its key is already logged: that is
+-- success), conflict (base_version behind the server: not applied, logged,
+-- the server's row returned) or rejected (invalid; a reason is returned).
+-- SECURITY INVOKER: row-level security holds the caller to its own rows.
+
+DO $$
+BEGIN
+    IF to_regtype('acode_sync.push_item') IS NULL THEN
+        CREATE TYPE acode_sync.push_item AS (
+            idx             integer,
+            key             text,
+            entity_type     text,
+            entity_id       text,
+            op              text,
+            base_version    bigint,
+            changed_at      timestamptz,
+            payload         jsonb,
+            result          text,
+            version         bigint,
+            reason          text
+        );
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION acode_sync.iso_time_ok(value jsonb) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT jsonb_typeof(value) = 'string'
+       AND value #>> '{}' ~ '^\d{4}-[01]\d-[0-3]\dT[0-2]\d:[0-5]\d:[0-5]\d(\.\d{1,6})?(Z|[+-]\d\d:?\d\d)$'
+$$;
+
+CREATE OR REPLACE FUNCTION acode_sync.push(p_batch_id text, p_device text, p_items jsonb)
+RETURNS TABLE (idx integer, idempotency_key text, result text, version bigint,
+               reason text, server_row jsonb)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    items acode_sync.push_item[];
+    done text[];
+BEGIN
+    -- Parse; the client's change time is kept unless it lies in the future,
+    -- where it is clamped to the server's clock (last-write-wins compares them).
+    SELECT array_agg(ROW(
+        e.ord::integer, e.item->>'key', e.item->>'entity_type', e.item->>'entity_id',
+        coalesce(e.item->>'op', 'upsert'),
+        CASE WHEN jsonb_typeof(e.item->'base_version') = 'number'
+             THEN (e.item->>'base_version')::numeric::bigint END,
+        CASE WHEN acode_sync.iso_time_ok(e.item->'changed_at')
+             THEN least((e.item->>'changed_at')::timestamptz, now()) END,
+        e.item->'payload', NULL, NULL, NULL)::acode_sync.push_item ORDER BY e.ord)
+    INTO items
+    FROM jsonb_array_elements(p_items) WITH ORDINALITY AS e(item, ord);
+
+    -- Duplicates: the key is already in this owner's change log.
+    SELECT array_agg(CASE WHEN c.version IS NULL THEN i
+                          ELSE ROW(i.idx, i.key, i.entity_type, i.entity_id, i.op,
+                                   i.base_version, i.changed_at, i.payload,
+                                   'duplicate', c.version, NULL)::acode_sync.push_item END
+                     ORDER BY i.idx)
+    INTO items
+    FROM unnest(items) AS i
+    LEFT JOIN acode_sync.changes c
+           ON c.owner_id = current_user AND c.idempotency_key = i.key;
+
+    -- Validation: what the server will not store, it rejects item by item.
+    SELECT array_agg(CASE WHEN i.result IS NOT NULL OR v.problem IS NULL THEN i
+                          ELSE ROW(i.idx, i.key, i.entity_type, i.entity_id, i.op,
+                                   i.base_version, i.changed_at, i.payload,
+                                   'rejected', NULL, v.problem)::acode_sync.push_item END
+                     ORDER BY i.idx)
+    INTO items
+    FROM unnest(items) AS i
+    CROSS JOIN LATERAL (SELECT CASE
+        WHEN coalesce(i.key, '') = '' THEN 'missing idempotency key'
+        WHEN coalesce(i.entity_id, '') = '' THEN 'missing entity_id'
+        WHEN i.entity_type IS DISTINCT FROM 'chat' AND i.entity_type IS DISTINCT FROM 'message'
+            THEN format('unknown entity_type %L', i.entity_type)
+        WHEN i.op NOT IN ('upsert', 'withdraw') THEN format('unknown op %L', i.op)
+        WHEN i.base_version IS NULL OR i.base_version < 0 THEN 'base_version must be >= 0'
+        WHEN i.changed_at IS NULL THEN 'changed_at must be an ISO-8601 time'
+        WHEN i.op = 'withdraw' THEN NULL
+        WHEN jsonb_typeof(i.payload) IS DISTINCT FROM 'object' THEN 'payload must be an object'
+        WHEN i.payload->>'id' IS DISTINCT FROM i.entity_id THEN 'payload id differs from entity_id'
+        WHEN coalesce(i.payload->>'privacy', '') NOT IN ('FULL', 'REDACTED')
+            THEN format('privacy %L cannot be uploaded', i.payload->>'privacy')
+        WHEN NOT acode_sync.iso_time_ok(i.payload->'created_at') THEN 'created_at must be an ISO-8601 time'
+        WHEN NOT acode_sync.iso_time_ok(i.payload->'updated_at') THEN 'updated_at must be an ISO-8601 time'
+        WHEN jsonb_typeof(i.payload->'deleted_at') NOT IN ('null', 'string')
+             OR (jsonb_typeof(i.payload->'deleted_at') = 'string'
+                 AND NOT acode_sync.iso_time_ok(i.payload->'deleted_at'))
+            THEN 'deleted_at must be null or an ISO-8601 time'
+        WHEN i.entity_type = 'chat' AND jsonb_typeof(i.payload->'title') IS DISTINCT FROM 'string'
+            THEN 'chat title must be a string'
+        WHEN i.entity_type = 'message'
+             AND coalesce(i.payload->>'role', '') NOT IN ('user', 'assistant', 'system', 'tool')
+            THEN format('unknown message role %L', i.payload->>'role')
+        WHEN i.entity_type = 'message' AND i.payload->>'privacy' = 'FULL'
+             AND jsonb_typeof(i.payload->'content') IS DISTINCT FROM 'string'
+            THEN 'message content must be a string'
+        WHEN i.entity_type = 'message' AND coalesce(i.payload->>'chat_id', '') = ''
+            THEN 'message chat_id missing'
+        WHEN i.entity_type = 'message'
+             AND NOT EXISTS (SELECT 1 FROM acode_sync.chats c
+                             WHERE c.owner_id = current_user AND c.id = i.payload->>'chat_id')
+             AND NOT EXISTS (SELECT 1 FROM unnest(items) AS o
+                             WHERE o.entity_type = 'chat' AND o.op = 'upsert'
+                               AND o.entity_id = i.payload->>'chat_id' AND o.idx < i.idx)
+            THEN format('chat %s is not on the server', i.payload->>'chat_id')
+        END AS problem) AS v;
+
+    -- Conflicts: the change was made on a version the server has moved past.
+    -- FOR UPDATE holds the rows, so the versions read here are the ones written.
+    WITH cur_chats AS (
+        SELECT 'chat' AS entity_type, c.id, c.version, to_jsonb(c) - 'owner_id' AS row
+        FROM acode_sync.chats c
+        WHERE c.owner_id = current_user
+          AND c.id IN (SELECT i.entity_id FROM unnest(items) i
+                       WHERE i.entity_type = 'chat' AND i.result IS NULL)
+        FOR UPDATE
+    ), cur_messages AS (
+        SELECT 'message' AS entity_type, m.id, m.version, to_jsonb(m) - 'owner_id' AS row
+        FROM acode_sync.messages m
+        WHERE m.owner_id = current_user
+          AND m.id IN (SELECT i.entity_id FROM unnest(items) i
+                       WHERE i.entity_type = 'message' AND i.result IS NULL)
+        FOR UPDATE
+    ), found AS (
+        SELECT * FROM cur_chats UNION ALL SELECT * FROM cur_messages
+    ), logged AS (
+        INSERT INTO acode_sync.conflicts (entity_type, entity_id, idempotency_key,
+                                          origin_device, base_version, server_version,
+                                          incoming, server_row)
+        SELECT i.entity_type, i.entity_id, i.key, p_device, i.base_version, f.version,
+               jsonb_build_object('op', i.op, 'changed_at', i.changed_at,
+                                  'payload', i.payload),
+               f.row
+        FROM unnest(items) i
+        JOIN found f ON f.entity_type = i.entity_type AND f.id = i.entity_id
+        WHERE i.result IS NULL AND i.op = 'upsert'
+          AND f.version <> i.base_version
+        RETURNING entity_type, entity_id
+    )
+    SELECT array_agg(ROW(i.idx, i.key, i.entity_type, i.entity_id, i.op,
+                         i.base_version, i.changed_at, i.payload,
+                         CASE WHEN l.entity_id IS NULL THEN i.result ELSE 'conflict' END,
+                         coalesce(i.version, f.version), i.reason)::acode_sync.push_item
+                     ORDER BY i.idx)
+    INTO items
+    FROM unnest(items) i
+    LEFT JOIN found f ON f.entity_type = i.entity_type AND f.id = i.entity_id
+    LEFT JOIN logged l ON l.entity_type = i.entity_type AND l.entity_id = i.entity_id
+                      AND i.result IS NULL;
+
+    -- Apply chats, then messages (a chat travels before what refers to it).
+    -- `version` of an unresolved item holds the server's current version (or
+    -- NULL for a new entity); the write gives the next one.
+    WITH written AS (
+        INSERT INTO acode_sync.chats AS c (owner_id, id, title, privacy, created_at,
+                                           updated_at, deleted_at, version, changed_at,
+                                           origin_device, idempotency_key, batch_id)
+        SELECT current_user, i.entity_id,
+               CASE WHEN i.op = 'withdraw' THEN '' ELSE i.payload->>'title' END,
+               CASE WHEN i.op = 'withdraw' THEN 'LOCAL_ONLY' ELSE i.payload->>'privacy' END,
+               coalesce((i.payload->>'created_at')::timestamptz, cur.created_at, now()),
+               coalesce((i.payload->>'updated_at')::timestamptz, now()),
+               CASE WHEN i.op = 'withdraw' THEN cur.deleted_at
+                    ELSE (i.payload->>'deleted_at')::timestamptz END,
+               coalesce(i.version, 0) + 1, i.changed_at, p_device, i.key, p_batch_id
+        FROM unnest(items) i
+        LEFT JOIN acode_sync.chats cur ON cur.owner_id = current_user AND cur.id = i.entity_id
+        WHERE i.result IS NULL AND i.entity_type = 'chat'
+          AND (i.op = 'upsert' OR i.version IS NOT NULL)
+        ON CONFLICT (owner_id, id) DO UPDATE SET
+            title = EXCLUDED.title, privacy = EXCLUDED.privacy,
+            created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,
+            deleted_at = EXCLUDED.deleted_at, version = c.version + 1,
+            changed_at = EXCLUDED.changed_at, origin_device = EXCLUDED.origin_device,
+            idempotency_key = EXCLUDED.idempotency_key, batch_id = EXCLUDED.batch_id
+        WHERE c.version = EXCLUDED.version - 1
+        RETURNING 'chat:' || c.id AS ref
+    )
+    SELECT array_agg(ref) INTO done FROM written;
+
+    -- A withdrawn chat takes its messages with it.
+    UPDATE acode_sync.messages m
+    SET content = NULL, privacy = 'LOCAL_ONLY', version = m.version + 1,
+        changed_at = i.changed_at, origin_device = p_device,
+        idempotency_key = i.key || ':' || m.id, batch_id = p_batch_id
+    FROM unnest(items) i
+    WHERE i.result IS NULL AND i.entity_type = 'chat' AND i.op = 'withdraw'
+      AND m.owner_id = current_user AND m.chat_id = i.entity_id
+      AND m.privacy <> 'LOCAL_ONLY';
+
+    WITH written AS (
+        INSERT INTO acode_sync.messages AS m (owner_id, id, chat_id, role, content, privacy,
+                                              created_at, updated_at, deleted_at, version,
+                                              changed_at, origin_device, idempotency_key,
+                                              batch_id)
+        SELECT current_user, i.entity_id,
+               coalesce(i.payload->>'chat_id', cur.chat_id),
+               coalesce(i.payload->>'role', cur.role),
+               CASE WHEN i.op = 'upsert' AND i.payload->>'privacy' = 'FULL'
+                    THEN i.payload->>'content' END,
+               CASE WHEN i.op = 'withdraw' THEN 'LOCAL_ONLY' ELSE i.payload->>'privacy' END,
+               coalesce((i.payload->>'created_at')::timestamptz, cur.created_at, now()),
+               coalesce((i.payload->>'updated_at')::timestamptz, now()),
+               CASE WHEN i.op = 'withdraw' THEN cur.deleted_at
+                    ELSE (i.payload->>'deleted_at')::timestamptz END,
+               coalesce(i.version, 0) + 1, i.changed_at, p_device, i.key, p_batch_id
+        FROM unnest(items) i
+        LEFT JOIN acode_sync.messages cur
+               ON cur.owner_id = current_user AND cur.id = i.entity_id
+        WHERE i.result IS NULL AND i.entity_type = 'message'
+          AND (i.op = 'upsert' OR i.version IS NOT NULL)
+        ON CONFLICT (owner_id, id) DO UPDATE SET
+            chat_id = EXCLUDED.chat_id, role = EXCLUDED.role, content = EXCLUDED.content,
+            privacy = EXCLUDED.privacy, created_at = EXCLUDED.created_at,
+            updated_at = EXCLUDED.updated_at, deleted_at = EXCLUDED.deleted_at,
+            version = m.version + 1, changed_at = EXCLUDED.changed_at,
+            origin_device = EXCLUDED.origin_device,
+            idempotency_key = EXCLUDED.idempotency_key, batch_id = EXCLUDED.batch_id
+        WHERE m.version = EXCLUDED.version - 1
+        RETURNING 'message:' || m.id AS ref
+    )
+    SELECT coalesce(done, '{}') || coalesce(array_agg(ref), '{}') INTO done FROM written;
+
+    -- Results. An unresolved item that was written is applied at the next
+    -- version; a withdrawal of something the server never had is applied as
+    -- a no-op (version 0); one that lost a race for its row is a conflict.
+    RETURN QUERY
+    SELECT r.idx, r.key, r.outcome,
+           CASE WHEN r.result IS NOT NULL THEN r.version
+                WHEN r.outcome = 'applied' AND r.written THEN coalesce(r.version, 0) + 1
+                ELSE coalesce(r.version, 0) END,
+           r.reason,
+           CASE WHEN r.outcome <> 'conflict' THEN NULL
+                WHEN r.entity_type = 'chat' THEN
+                    (SELECT to_jsonb(c) - 'owner_id' FROM acode_sync.chats c
+                     WHERE c.owner_id = current_user AND c.id = r.entity_id)
+                ELSE (SELECT to_jsonb(m) - 'owner_id' FROM acode_sync.messages m
+                      WHERE m.owner_id = current_user AND m.id = r.entity_id)
+           END
+    FROM (
+        SELECT i.*, w.written,
+               CASE WHEN i.result IS NOT NULL THEN i.result
+                    WHEN w.written THEN 'applied'
+                    WHEN i.op = 'withdraw' AND i.version IS NULL THEN 'applied'
+                    ELSE 'conflict' END AS outcome
+        FROM unnest(items) i
+        CROSS JOIN LATERAL (
+            SELECT (i.entity_type || ':' || i.entity_id) = ANY (coalesce(done, '{}')) AS written
+        ) w
+    ) r
+    ORDER BY r.idx;
+END
+$$;
+
+-- -------------------------------------------------------------- security ----
+
+ALTER TABLE acode_sync.chats ENABLE ROW LEVEL SECURITY;
+ALTER TABLE acode_sync.messages ENABLE ROW LEVEL SECURITY;
+ALTER TABLE acode_sync.changes ENABLE ROW LEVEL SECURITY;
+ALTER TABLE acode_sync.conflicts ENABLE ROW LEVEL SECURITY;
+ALTER TABLE acode_sync.owner_clock ENABLE ROW LEVEL SECURITY;
+
+DO $$
+DECLARE
+    tbl text;
+BEGIN
+    FOREACH tbl IN ARRAY ARRAY['chats', 'messages', 'changes', 'conflicts', 'owner_clock'] LOOP
+        EXECUTE format('DROP POLICY IF EXISTS own_rows ON acode_sync.%I', tbl);
+        EXECUTE format(
+            'CREATE POLICY own_rows ON acode_sync.%I '
+            'USING (owner_id = current_user) WITH CHECK (owner_id = current_user)', tbl);
+    END LOOP;
+END
+$$;
+
+REVOKE ALL ON ALL TABLES IN SCHEMA acode_sync FROM PUBLIC;
+REVOKE ALL ON FUNCTION acode_sync.log_changes() FROM PUBLIC;
+REVOKE ALL ON FUNCTION acode_sync.version_direct_write() FROM PUBLIC;
+GRANT USAGE ON SCHEMA acode_sync TO acode_sync_device;
+GRANT SELECT, INSERT, UPDATE ON acode_sync.chats, acode_sync.messages TO acode_sync_device;
+GRANT SELECT ON acode_sync.changes TO acode_sync_device;
+GRANT SELECT, INSERT ON acode_sync.conflicts TO acode_sync_device;
+GRANT EXECUTE ON FUNCTION acode_sync.push(text, text, jsonb) TO acode_sync_device;
+GRANT EXECUTE ON FUNCTION acode_sync.iso_time_ok(jsonb) TO acode_sync_device;
+
+INSERT INTO acode_sync.migrations (name) VALUES ('0001_server_schema')
+ON CONFLICT (name) DO NOTHING;
+
+COMMIT;

@@ -1,0 +1,294 @@
+"""The upload path against the real PostgreSQL: versions, idempotency, batching,
+isolation of bad items, and the ordering of the change log."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from acode_sync import store
+from acode_sync.errors import ConnectionFailed
+from acode_sync.workspace import write
+from tests.fix_pg import PgDatabase
+from tests.fix_sync import Device
+
+
+def outbox_statuses(device: Device) -> dict[str, int]:
+    conn = device.db()
+    try:
+        return dict(conn.execute("SELECT status, count(*) FROM sync_outbox GROUP BY status"))
+    finally:
+        conn.close()
+
+
+def test_uploads_land_with_versions_and_one_change_each(
+    alice: Device, server: psycopg.Connection[Any]
+) -> None:
+    conn = alice.db()
+    chat = store.new_chat(conn, "Feature: Auth")
+    first = store.add_message(conn, chat, "How should tokens expire?")
+    store.add_message(conn, chat, "Short-lived.", role="assistant")
+    report = alice.sync()
+    assert (report.push.applied, report.push.batches) == (3, 1)
+    assert server.execute("SELECT title, version, owner_id FROM acode_sync.chats").fetchall() == [
+        ("Feature: Auth", 1, "acode_test_alice")
+    ]
+    assert server.execute("SELECT count(*) FROM acode_sync.messages").fetchone() == (2,)
+    assert server.execute("SELECT count(*) FROM acode_sync.changes").fetchone() == (3,)
+
+    store.rename_chat(conn, chat, "Auth v2")
+    with write(conn):
+        conn.execute(
+            "UPDATE messages SET content = 'How long should tokens live?' WHERE id = ?", (first,)
+        )
+    alice.sync()
+    assert server.execute("SELECT title, version FROM acode_sync.chats").fetchone() == (
+        "Auth v2",
+        2,
+    )
+    assert server.execute(
+        "SELECT content, version FROM acode_sync.messages WHERE id = %s", (first,)
+    ).fetchone() == ("How long should tokens live?", 2)
+    assert server.execute("SELECT count(*) FROM acode_sync.changes").fetchone() == (5,)
+    assert server.execute(
+        "SELECT array_agg(seq ORDER BY seq) FROM acode_sync.changes"
+    ).fetchone() == ([1, 2, 3, 4, 5],)
+    assert outbox_statuses(alice) == {"Synced": 5}
+    states = conn.execute(
+        "SELECT sync_status, version FROM chats UNION ALL SELECT sync_status, version FROM messages"
+    ).fetchall()
+    assert sorted(map(tuple, states)) == [("Synced", 1), ("Synced", 2), ("Synced", 2)]
+    conn.close()
+
+
+def test_replayed_batch_is_answered_as_duplicates(
+    alice: Device, server: psycopg.Connection[Any]
+) -> None:
+    conn = alice.db()
+    chat = store.new_chat(conn, "t")
+    for i in range(10):
+        store.add_message(conn, chat, f"m{i}")
+    alice.sync()
+    with write(conn):  # as if every acknowledgement had been lost
+        conn.execute("UPDATE sync_outbox SET status = 'Pending', synced_at = NULL")
+    report = alice.sync()
+    assert (report.push.applied, report.push.duplicates) == (0, 11)
+    assert server.execute("SELECT count(*) FROM acode_sync.changes").fetchone() == (11,)
+    assert server.execute("SELECT count(*) FROM acode_sync.messages").fetchone() == (10,)
+    assert server.execute("SELECT max(version) FROM acode_sync.messages").fetchone() == (1,)
+    assert outbox_statuses(alice) == {"Synced": 11}
+    conn.close()
+
+
+def batches_on_server(server: psycopg.Connection[Any]) -> list[int]:
+    rows = server.execute(
+        "SELECT count(*) FROM acode_sync.changes GROUP BY batch_id ORDER BY min(seq)"
+    ).fetchall()
+    return [count for (count,) in rows]
+
+
+def test_hundred_messages_at_batch_fifty_travel_as_two_batches(
+    alice: Device, server: psycopg.Connection[Any]
+) -> None:
+    conn = alice.db()
+    chat = store.new_chat(conn, "t")
+    alice.sync()
+    for i in range(100):
+        store.add_message(conn, chat, f"message {i}")
+    report = alice.sync()
+    assert report.push.batches == 2
+    assert server.execute(
+        "SELECT count(DISTINCT batch_id) FROM acode_sync.changes WHERE entity_type = 'message'"
+    ).fetchone() == (2,)
+    assert batches_on_server(server) == [1, 50, 50]
+    conn.close()
+
+
+def test_byte_limit_splits_and_a_partial_batch_is_sent(
+    alice: Device, server: psycopg.Connection[Any]
+) -> None:
+    alice.overrides["upload.batch_bytes_max"] = 2_000
+    conn = alice.db()
+    chat = store.new_chat(conn, "t")
+    alice.sync()
+    for i in range(7):
+        store.add_message(conn, chat, f"{i}" + "x" * 600)  # ~800 bytes of payload each
+    store.add_message(conn, chat, "y" * 5_000)  # larger than the limit: travels alone
+    report = alice.sync()
+    assert batches_on_server(server)[1:] == [2, 2, 2, 1, 1]
+    assert report.push.applied == 8
+    conn.close()
+
+
+def test_one_invalid_item_fails_alone_and_the_queue_moves_on(
+    alice: Device, server: psycopg.Connection[Any]
+) -> None:
+    conn = alice.db()
+    chat = store.new_chat(conn, "t")
+    alice.sync()
+    ids = [store.add_message(conn, chat, f"m{i}") for i in range(50)]
+    with write(conn):
+        row = conn.execute(
+            "SELECT seq, payload FROM sync_outbox WHERE entity_id = ?", (ids[17],)
+        ).fetchone()
+        payload = json.loads(row["payload"])
+        payload["role"] = "narrator"
+        conn.execute(
+            "UPDATE sync_outbox SET payload = ? WHERE seq = ?", (json.dumps(payload), row["seq"])
+        )
+    report = alice.sync()
+    assert (report.push.applied, report.push.rejected) == (49, 1)
+    failed = conn.execute(
+        "SELECT entity_id, status, last_error, next_retry_at FROM sync_outbox "
+        "WHERE status <> 'Synced'"
+    ).fetchall()
+    assert len(failed) == 1
+    assert failed[0]["entity_id"] == ids[17]
+    assert failed[0]["status"] == "Failed"
+    assert failed[0]["last_error"].startswith("ACODE-SYNC-005: invalid payload")
+    assert "narrator" in failed[0]["last_error"]
+    assert failed[0]["next_retry_at"] is None
+    later = store.add_message(conn, chat, "after the bad one")
+    assert alice.sync().push.applied == 1  # the bad item does not block what follows
+    assert server.execute(
+        "SELECT count(*) FROM acode_sync.messages WHERE id = %s", (later,)
+    ).fetchone() == (1,)
+    conn.close()
+
+
+def test_item_the_server_cannot_even_parse_is_isolated(
+    alice: Device, server: psycopg.Connection[Any]
+) -> None:
+    conn = alice.db()
+    chat = store.new_chat(conn, "t")
+    alice.sync()
+    ids = [store.add_message(conn, chat, f"m{i}") for i in range(6)]
+    with write(conn):  # passes the server's checks but fails its cast: month 13
+        row = conn.execute(
+            "SELECT seq, payload FROM sync_outbox WHERE entity_id = ?", (ids[3],)
+        ).fetchone()
+        payload = json.loads(row["payload"])
+        payload["created_at"] = "2026-13-01T00:00:00.000Z"
+        conn.execute(
+            "UPDATE sync_outbox SET payload = ? WHERE seq = ?", (json.dumps(payload), row["seq"])
+        )
+    report = alice.sync()
+    assert (report.push.applied, report.push.rejected) == (5, 1)
+    assert server.execute("SELECT count(*) FROM acode_sync.messages").fetchone() == (5,)
+    conn.close()
+
+
+def test_offline_changes_nothing_and_says_acode_sync_001(alice: Device) -> None:
+    conn = alice.db()
+    store.new_chat(conn, "t")
+    before = conn.execute("SELECT * FROM sync_outbox").fetchall()
+    with pytest.raises(ConnectionFailed, match="ACODE-SYNC-001"):
+        alice.sync(url="postgresql://acode_test_alice@127.0.0.1:1/nothing")
+    after = conn.execute("SELECT * FROM sync_outbox").fetchall()
+    assert [dict(r) for r in before] == [dict(r) for r in after]
+    conn.close()
+
+
+def test_privacy_is_rechecked_at_send_time(alice: Device, server: psycopg.Connection[Any]) -> None:
+    conn = alice.db()
+    chat = store.new_chat(conn, "t")
+    message = store.add_message(conn, chat, "was public")
+    other = store.new_chat(conn, "u")
+    redacted = store.add_message(conn, other, "secret later")
+    with write(conn):  # as if privacy had changed without a capture
+        conn.execute("UPDATE sync_state SET applying = 1")
+        conn.execute("UPDATE messages SET privacy = 'LOCAL_ONLY' WHERE id = ?", (message,))
+        conn.execute("UPDATE messages SET privacy = 'REDACTED' WHERE id = ?", (redacted,))
+        conn.execute("UPDATE sync_state SET applying = 0")
+    report = alice.sync()
+    assert report.push.withheld == 1
+    assert server.execute(
+        "SELECT count(*) FROM acode_sync.messages WHERE id = %s", (message,)
+    ).fetchone() == (0,)
+    assert server.execute(
+        "SELECT content, privacy FROM acode_sync.messages WHERE id = %s", (redacted,)
+    ).fetchone() == (None, "REDACTED")
+    conn.close()
+
+
+def test_two_owners_see_only_their_own_rows(tmp_path: Any, pg: PgDatabase) -> None:
+    from tests.fix_sync import make_device
+
+    a = make_device(tmp_path, "a", pg.device_url("alice"))
+    b = make_device(tmp_path, "b", pg.device_url("bob"))
+    conn = a.db()
+    store.add_message(conn, store.new_chat(conn, "alice's"), "alice's words")
+    a.sync()
+    keys = [r[0] for r in conn.execute("SELECT idempotency_key FROM sync_outbox")]
+    with psycopg.connect(pg.device_url("bob")) as bob:
+        for table in ("chats", "messages", "changes", "conflicts"):
+            assert bob.execute(f"SELECT count(*) FROM acode_sync.{table}").fetchone() == (0,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            bob.execute("UPDATE acode_sync.owner_clock SET seq = 0")
+    # Bob's device reusing Alice's keys is not answered "duplicate": keys are per owner.
+    bconn = b.db()
+    store.new_chat(bconn, "bob's")
+    with write(bconn):
+        bconn.execute("UPDATE sync_outbox SET idempotency_key = ?", (keys[0],))
+    assert b.sync().push.applied == 1
+    conn.close()
+    bconn.close()
+
+
+def test_commit_order_is_seq_order_for_one_owner(pg: PgDatabase) -> None:
+    """T1 takes its seq first and commits last: nobody may see T2's seq before T1's.
+    Against a plain sequence this fails: T2 would commit seq 2 while seq 1 is open."""
+    url = pg.device_url("alice")
+    t1 = psycopg.connect(url)
+    t1.execute("INSERT INTO acode_sync.chats (id, title) VALUES ('c1', 'first')")
+    done = threading.Event()
+
+    def second() -> None:
+        with psycopg.connect(url) as t2:
+            t2.execute("INSERT INTO acode_sync.chats (id, title) VALUES ('c2', 'second')")
+            t2.commit()
+        done.set()
+
+    worker = threading.Thread(target=second)
+    worker.start()
+    seen: list[list[int]] = []
+    with psycopg.connect(url, autocommit=True) as reader:
+        for _ in range(10):
+            seen.append(
+                [s for (s,) in reader.execute("SELECT seq FROM acode_sync.changes ORDER BY seq")]
+            )
+            time.sleep(0.05)
+        assert not done.is_set()  # T2 waits for T1's counter lock
+        t1.commit()
+        worker.join(timeout=10)
+        assert done.is_set()
+        seen.append(
+            [s for (s,) in reader.execute("SELECT seq FROM acode_sync.changes ORDER BY seq")]
+        )
+    t1.close()
+    assert all(observed == [] for observed in seen[:-1])
+    assert seen[-1] == [1, 2]
+
+
+def test_direct_server_update_is_versioned_and_logged(
+    alice: Device, server: psycopg.Connection[Any]
+) -> None:
+    conn = alice.db()
+    chat = store.new_chat(conn, "t")
+    alice.sync()
+    server.execute(
+        "UPDATE acode_sync.chats SET title = 'edited by an admin' WHERE id = %s", (chat,)
+    )
+    row = server.execute(
+        "SELECT version, op, origin_device, idempotency_key FROM acode_sync.changes "
+        "ORDER BY seq DESC LIMIT 1"
+    ).fetchone()
+    assert row is not None
+    assert row[:3] == (2, "upsert", "server")
+    assert row[3].startswith("srv-")
+    conn.close()

@@ -1,0 +1,65 @@
+"""The local migration chain adds up to the canonical schema, by runner or by hand."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from acode_sync.migrations import canonical_schema, migrate_local, pending_local, shipped
+from acode_sync.workspace import connect
+
+
+def schema_of(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    rows = conn.execute(
+        "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY type, name"
+    ).fetchall()
+    return [(kind, name, " ".join(text.split())) for kind, name, text in rows]
+
+
+def test_chain_equals_canonical_schema(tmp_path: Path) -> None:
+    migrated = connect(tmp_path / "migrated.db")
+    assert migrate_local(migrated) == [m.name for m in shipped("sqlite")]
+    canonical = connect(tmp_path / "canonical.db")
+    canonical.executescript(canonical_schema("sqlite"))
+    assert schema_of(migrated) == schema_of(canonical)
+    names = {name for _, name, _ in schema_of(migrated)}
+    for table in (
+        "chats",
+        "messages",
+        "sync_outbox",
+        "sync_inbox",
+        "sync_conflicts",
+        "sync_state",
+        "sync_migrations",
+    ):
+        assert table in names
+    migrated.close()
+    canonical.close()
+
+
+def test_runner_is_idempotent(tmp_path: Path) -> None:
+    conn = connect(tmp_path / "w.db")
+    assert migrate_local(conn)
+    assert migrate_local(conn) == []
+    assert pending_local(conn) == []
+    conn.close()
+
+
+@pytest.mark.skipif(shutil.which("sqlite3") is None, reason="needs the sqlite3 shell")
+def test_files_apply_by_hand_and_runner_agrees(tmp_path: Path) -> None:
+    path = tmp_path / "by_hand.db"
+    for migration in shipped("sqlite"):
+        for _ in range(2):  # a second run by hand changes nothing
+            subprocess.run(["sqlite3", str(path)], input=migration.sql, text=True, check=True)
+    conn = connect(path)
+    assert pending_local(conn) == []
+    assert migrate_local(conn) == []
+    reference = connect(tmp_path / "runner.db")
+    migrate_local(reference)
+    assert schema_of(conn) == schema_of(reference)
+    conn.close()
+    reference.close()
