@@ -7,10 +7,19 @@ Applying a remote row always happens with the echo guard up (see
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from acode_sync.clock import iso, parse_iso
+import psycopg
+
+from acode_sync import conflicts
+from acode_sync.clock import Clock, iso, parse_iso, utcnow
+from acode_sync.config import SyncConfig
+from acode_sync.errors import CONFLICT_DETECTED
+from acode_sync.workspace import applying_remote, write
 
 
 def _time(value: Any) -> str | None:
@@ -76,3 +85,225 @@ def apply_entity(
             _time(row.get("deleted_at")),
         ),
     )
+
+
+@dataclass
+class PullReport:
+    pages: int = 0
+    received: int = 0
+    applied: int = 0
+    skipped: int = 0
+    conflicts: int = 0
+
+
+# Set-based apply of the pending inbox rows that need no decision: newer than
+# the local copy, not this device's own change, no local change pending.
+# (SQLite's upsert needs a WHERE on its SELECT, hence `WHERE true`-style ANDs.)
+_APPLY_CHATS = """
+INSERT INTO chats (id, title, privacy, version, sync_status, created_at, updated_at,
+                   deleted_at)
+SELECT i.entity_id, json_extract(i.payload, '$.title'), json_extract(i.payload, '$.privacy'),
+       i.version, 'Synced', json_extract(i.payload, '$.created_at'),
+       json_extract(i.payload, '$.updated_at'), json_extract(i.payload, '$.deleted_at')
+FROM sync_inbox i
+WHERE i.status = 'Pending' AND i.entity_type = 'chat' AND i.op = 'upsert'
+ORDER BY i.seq
+ON CONFLICT (id) DO UPDATE SET
+    title = excluded.title, privacy = excluded.privacy, version = excluded.version,
+    sync_status = 'Synced', created_at = excluded.created_at,
+    updated_at = excluded.updated_at, deleted_at = excluded.deleted_at
+WHERE excluded.version > chats.version
+"""
+_APPLY_MESSAGES = """
+INSERT INTO messages (id, chat_id, role, content, privacy, version, sync_status, created_at,
+                      updated_at, deleted_at)
+SELECT i.entity_id, json_extract(i.payload, '$.chat_id'), json_extract(i.payload, '$.role'),
+       coalesce(json_extract(i.payload, '$.content'), ''),
+       json_extract(i.payload, '$.privacy'), i.version, 'Synced',
+       json_extract(i.payload, '$.created_at'), json_extract(i.payload, '$.updated_at'),
+       json_extract(i.payload, '$.deleted_at')
+FROM sync_inbox i
+WHERE i.status = 'Pending' AND i.entity_type = 'message' AND i.op = 'upsert'
+ORDER BY i.seq
+ON CONFLICT (id) DO UPDATE SET
+    chat_id = excluded.chat_id, role = excluded.role, content = excluded.content,
+    privacy = excluded.privacy, version = excluded.version, sync_status = 'Synced',
+    created_at = excluded.created_at, updated_at = excluded.updated_at,
+    deleted_at = excluded.deleted_at
+WHERE excluded.version > messages.version
+"""
+_APPLY_WITHDRAWALS = (
+    "DELETE FROM messages WHERE chat_id IN (SELECT entity_id FROM sync_inbox "
+    "WHERE status = 'Pending' AND op = 'withdraw' AND entity_type = 'chat')",
+    "DELETE FROM messages WHERE id IN (SELECT entity_id FROM sync_inbox "
+    "WHERE status = 'Pending' AND op = 'withdraw' AND entity_type = 'message')",
+    "DELETE FROM chats WHERE id IN (SELECT entity_id FROM sync_inbox "
+    "WHERE status = 'Pending' AND op = 'withdraw' AND entity_type = 'chat')",
+)
+
+
+class Puller:
+    """Pull pages of the change log after the cursor; apply them under the guard."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        config: SyncConfig,
+        device_id: str,
+        *,
+        clock: Clock = utcnow,
+        conflicts_dir: Path | None = None,
+    ) -> None:
+        self.conn = conn
+        self.config = config
+        self.device_id = device_id
+        self.clock = clock
+        self.conflicts_dir = conflicts_dir
+
+    def pull(self, remote: psycopg.Connection[Any], *, max_pages: int | None = None) -> PullReport:
+        report = PullReport()
+        self.apply_inbox(report)  # whatever a crash left between the two steps
+        page_size = self.config.download.page_size
+        while max_pages is None or report.pages < max_pages:
+            cursor = self.conn.execute("SELECT pull_cursor FROM sync_state").fetchone()[0]
+            rows = pull_page(remote, cursor, page_size)
+            with write(self.conn):
+                if rows:
+                    self.conn.executemany(
+                        "INSERT OR IGNORE INTO sync_inbox (seq, idempotency_key, entity_type, "
+                        "entity_id, op, version, origin_device, changed_at, payload) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                    cursor = rows[-1][0]
+                self.conn.execute(
+                    "UPDATE sync_state SET pull_cursor = ?, last_pull_at = ? WHERE id = 1",
+                    (cursor, iso(self.clock())),
+                )
+            if not rows:
+                break
+            report.pages += 1
+            report.received += len(rows)
+            self.apply_inbox(report)
+            if len(rows) < page_size:
+                break
+        return report
+
+    def apply_inbox(self, report: PullReport) -> None:
+        """Apply every pending inbox row in one guarded transaction."""
+        now = iso(self.clock())
+        with applying_remote(self.conn):
+            pending = self.conn.execute(
+                "SELECT * FROM sync_inbox WHERE status = 'Pending' ORDER BY seq"
+            ).fetchall()
+            if not pending:
+                return
+            # This device's own changes come back through the log: not re-applied.
+            own = self.conn.execute(
+                "UPDATE sync_inbox SET status = 'Skipped', applied_at = ? "
+                "WHERE status = 'Pending' AND origin_device = ?",
+                (now, self.device_id),
+            ).rowcount
+            report.skipped += own
+            open_entities = {
+                (t, i)
+                for t, i in self.conn.execute(
+                    "SELECT DISTINCT entity_type, entity_id FROM sync_outbox "
+                    "WHERE status IN ('Pending', 'Failed')"
+                )
+            }
+            for row in pending:
+                key = (row["entity_type"], row["entity_id"])
+                if row["origin_device"] == self.device_id or key not in open_entities:
+                    continue
+                self._resolve(row, now, report)
+            for statement in _APPLY_WITHDRAWALS:
+                self.conn.execute(statement)
+            self.conn.execute(_APPLY_CHATS)
+            self.conn.execute(_APPLY_MESSAGES)
+            applied = self.conn.execute(
+                "UPDATE sync_inbox SET status = 'Applied', applied_at = ? WHERE status = 'Pending'",
+                (now,),
+            ).rowcount
+            report.applied += applied
+
+    def _resolve(self, row: sqlite3.Row, now: str, report: PullReport) -> None:
+        """A remote change for an entity with local changes pending: a conflict,
+        unless the remote version is one this device already has."""
+        table = "chats" if row["entity_type"] == "chat" else "messages"
+        local_row = self.conn.execute(
+            f"SELECT version FROM {table} WHERE id = ?", (row["entity_id"],)
+        ).fetchone()
+        local_version = int(local_row[0]) if local_row else 0
+        if row["version"] <= local_version:
+            self._mark(row, "Skipped", now)
+            report.skipped += 1
+            return
+        newest = self.conn.execute(
+            "SELECT seq, payload, changed_at FROM sync_outbox WHERE entity_type = ? "
+            "AND entity_id = ? AND status IN ('Pending', 'Failed') ORDER BY seq DESC LIMIT 1",
+            (row["entity_type"], row["entity_id"]),
+        ).fetchone()
+        remote_payload = json.loads(row["payload"])
+        local = conflicts.Side(
+            local_version, newest["changed_at"], self.device_id, json.loads(newest["payload"])
+        )
+        remote = conflicts.Side(
+            row["version"], row["changed_at"], row["origin_device"] or "", remote_payload
+        )
+        # A withdrawal is the owner's privacy decision: it always wins.
+        if row["op"] == "withdraw":
+            winner = "remote"
+        else:
+            winner = conflicts.choose_winner(self.config.conflict.policy, local, remote, now)
+        conflicts.record(
+            self.conn,
+            self.config,
+            entity_type=row["entity_type"],
+            entity_id=row["entity_id"],
+            detected_by="pull",
+            winner=winner,
+            local=local,
+            remote=remote,
+            conflicts_dir=self.conflicts_dir,
+        )
+        report.conflicts += 1
+        if winner == "local":
+            # Keep the local data; its pending change now stands on the remote version.
+            self.conn.execute(
+                "UPDATE sync_outbox SET base_version = ? WHERE entity_type = ? "
+                "AND entity_id = ? AND status IN ('Pending', 'Failed')",
+                (row["version"], row["entity_type"], row["entity_id"]),
+            )
+            self.conn.execute(
+                f"UPDATE {table} SET version = ? WHERE id = ?", (row["version"], row["entity_id"])
+            )
+            self._mark(row, "Conflict", now)
+            return
+        self.conn.execute(
+            "UPDATE sync_outbox SET status = 'Conflict', synced_at = ?, last_error = ? "
+            "WHERE entity_type = ? AND entity_id = ? AND status IN ('Pending', 'Failed')",
+            (
+                now,
+                f"{CONFLICT_DETECTED}: conflict: remote wins ({self.config.conflict.policy})",
+                row["entity_type"],
+                row["entity_id"],
+            ),
+        )
+        remote_payload["version"] = row["version"]
+        apply_entity(self.conn, row["entity_type"], remote_payload, status="Conflict")
+        self._mark(row, "Conflict", now)
+
+    def _mark(self, row: sqlite3.Row, status: str, now: str) -> None:
+        self.conn.execute(
+            "UPDATE sync_inbox SET status = ?, applied_at = ? WHERE seq = ?",
+            (status, now, row["seq"]),
+        )
+
+
+def pull_page(remote: psycopg.Connection[Any], after: int, limit: int) -> list[tuple[Any, ...]]:
+    return remote.execute(
+        "SELECT seq, idempotency_key, entity_type, entity_id, op, version, origin_device, "
+        "changed_at, payload FROM acode_sync.pull(%s, %s)",
+        (after, limit),
+    ).fetchall()

@@ -21,6 +21,7 @@ import psycopg
 from acode_sync import remote
 from acode_sync.clock import Clock, iso, utcnow
 from acode_sync.config import SyncConfig
+from acode_sync.download import Puller, PullReport
 from acode_sync.errors import ConnectionFailed, UsageError
 from acode_sync.upload import PushReport, Uploader
 from acode_sync.workspace import Workspace, write
@@ -42,10 +43,12 @@ def connect_remote(url: str) -> psycopg.Connection[Any]:
 class CycleReport:
     paused: bool = False
     push: PushReport = field(default_factory=PushReport)
+    pull: PullReport = field(default_factory=PullReport)
+    pull_failed: bool = False
 
     @property
     def incomplete(self) -> bool:
-        return bool(self.push.failed or self.push.rejected)
+        return bool(self.push.failed or self.push.rejected or self.pull_failed)
 
 
 class SyncEngine:
@@ -104,6 +107,14 @@ class SyncEngine:
                         conflicts_dir=self.workspace.conflicts_dir,
                     )
                     report = CycleReport(push=uploader.push(pg, ignore_backoff=ignore_backoff))
+                    puller = Puller(
+                        conn,
+                        self.config,
+                        device,
+                        clock=self.clock,
+                        conflicts_dir=self.workspace.conflicts_dir,
+                    )
+                    report.pull = self._pull(puller, pg, report)
                 with write(conn):
                     conn.execute(
                         "UPDATE sync_state SET last_push_at = ?, last_error = ?, "
@@ -119,6 +130,15 @@ class SyncEngine:
                 return report
         finally:
             conn.close()
+
+    def _pull(self, puller: Puller, pg: psycopg.Connection[Any], report: CycleReport) -> PullReport:
+        """Pull after push; a link lost here leaves the cursor where it was."""
+        try:
+            return puller.pull(pg)
+        except psycopg.OperationalError as exc:
+            report.push.errors.append(f"{ConnectionFailed.code}: pull interrupted: {exc}")
+            report.pull_failed = True
+            return PullReport()
 
     @contextmanager
     def lock(self) -> Iterator[None]:

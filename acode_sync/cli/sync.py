@@ -8,6 +8,7 @@ from ulid import ULID
 from acode_sync import migrations
 from acode_sync.cli import formatting
 from acode_sync.cli._common import AcodeGroup, session, setup_logging, workspace_option
+from acode_sync.cli.devserver import dev_server
 from acode_sync.config import default_config_text
 from acode_sync.engine import CycleReport, SyncEngine
 from acode_sync.errors import EXIT_SYNC_INCOMPLETE
@@ -86,8 +87,10 @@ def _report_cycle(report: CycleReport, *, quiet: bool) -> None:
     if not quiet:
         click.echo("Syncing...")
         click.echo(f"  ↑ Uploaded: {formatting.plural(push.uploaded, 'item')}")
-        if push.conflicts:
-            click.echo(f"  ! Conflicts: {push.conflicts} (see 'acode sync conflicts')")
+        click.echo(f"  ↓ Downloaded: {formatting.plural(report.pull.applied, 'item')}")
+        conflicts = push.conflicts + report.pull.conflicts
+        if conflicts:
+            click.echo(f"  ! Conflicts: {conflicts} (see 'acode sync conflicts')")
     for error in push.errors:
         click.echo(f"  ✗ {error}", err=True)
     if report.incomplete:
@@ -128,3 +131,6 @@ def queue(errors_only: bool, as_json: bool) -> None:
         click.echo(formatting.queue_json(rows))
     else:
         click.echo(formatting.queue_text(rows, errors_only=errors_only))
+
+
+sync.add_command(dev_server)

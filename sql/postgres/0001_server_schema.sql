@@ -456,6 +456,51 @@ BEGIN
 END
 $$;
 
+-- ------------------------------------------------------------------ pull ----
+-- A page of this owner's change log after the cursor, each change with its
+-- entity's current state (the log does not repeat payloads: a puller needs
+-- only the latest state). Times come back in the local format (UTC, ms, Z).
+-- op 'withdraw' marks an entity withdrawn from every device (privacy
+-- LOCAL_ONLY on its origin device).
+
+CREATE OR REPLACE FUNCTION acode_sync.utc_ms(t timestamptz) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+$$;
+
+CREATE OR REPLACE FUNCTION acode_sync.pull(p_after bigint, p_limit integer)
+RETURNS TABLE (seq bigint, idempotency_key text, entity_type text, entity_id text, op text,
+               version bigint, origin_device text, changed_at text, payload text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT c.seq, c.idempotency_key, c.entity_type, c.entity_id,
+           CASE WHEN e.privacy = 'LOCAL_ONLY' THEN 'withdraw' ELSE 'upsert' END,
+           e.version, e.origin_device, acode_sync.utc_ms(e.changed_at), e.payload
+    FROM acode_sync.changes c
+    JOIN LATERAL (
+        SELECT ch.version, ch.origin_device, ch.changed_at, ch.privacy,
+               jsonb_build_object(
+                   'id', ch.id, 'title', ch.title, 'privacy', ch.privacy,
+                   'created_at', acode_sync.utc_ms(ch.created_at),
+                   'updated_at', acode_sync.utc_ms(ch.updated_at),
+                   'deleted_at', acode_sync.utc_ms(ch.deleted_at))::text AS payload
+        FROM acode_sync.chats ch
+        WHERE c.entity_type = 'chat' AND ch.owner_id = c.owner_id AND ch.id = c.entity_id
+        UNION ALL
+        SELECT m.version, m.origin_device, m.changed_at, m.privacy,
+               jsonb_build_object(
+                   'id', m.id, 'chat_id', m.chat_id, 'role', m.role, 'content', m.content,
+                   'privacy', m.privacy,
+                   'created_at', acode_sync.utc_ms(m.created_at),
+                   'updated_at', acode_sync.utc_ms(m.updated_at),
+                   'deleted_at', acode_sync.utc_ms(m.deleted_at))::text
+        FROM acode_sync.messages m
+        WHERE c.entity_type = 'message' AND m.owner_id = c.owner_id AND m.id = c.entity_id
+    ) e ON true
+    WHERE c.owner_id = current_user AND c.seq > p_after
+    ORDER BY c.seq
+    LIMIT p_limit
+$$;
+
 -- -------------------------------------------------------------- security ----
 
 ALTER TABLE acode_sync.chats ENABLE ROW LEVEL SECURITY;
@@ -486,6 +531,8 @@ GRANT SELECT ON acode_sync.changes TO acode_sync_device;
 GRANT SELECT, INSERT ON acode_sync.conflicts TO acode_sync_device;
 GRANT EXECUTE ON FUNCTION acode_sync.push(text, text, jsonb) TO acode_sync_device;
 GRANT EXECUTE ON FUNCTION acode_sync.iso_time_ok(jsonb) TO acode_sync_device;
+GRANT EXECUTE ON FUNCTION acode_sync.pull(bigint, integer) TO acode_sync_device;
+GRANT EXECUTE ON FUNCTION acode_sync.utc_ms(timestamptz) TO acode_sync_device;
 
 INSERT INTO acode_sync.migrations (name) VALUES ('0001_server_schema')
 ON CONFLICT (name) DO NOTHING;

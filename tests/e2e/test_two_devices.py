@@ -1,0 +1,331 @@
+"""Two workspaces of one owner against the real PostgreSQL: the full round trip."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from acode_sync import store
+from acode_sync.download import Puller
+from acode_sync.workspace import write
+from tests.fix_pg import PgDatabase
+from tests.fix_sync import Device, make_device
+
+
+@pytest.fixture
+def laptop(tmp_path: Path, pg: PgDatabase) -> Device:
+    return make_device(tmp_path, "laptop", pg.device_url("alice"))
+
+
+@pytest.fixture
+def desktop(tmp_path: Path, pg: PgDatabase) -> Device:
+    return make_device(tmp_path, "desktop", pg.device_url("alice"))
+
+
+def rows(device: Device, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    conn = device.db()
+    try:
+        return [tuple(r) for r in conn.execute(sql, args).fetchall()]
+    finally:
+        conn.close()
+
+
+def title(device: Device, chat_id: str) -> str:
+    return str(rows(device, "SELECT title FROM chats WHERE id = ?", chat_id)[0][0])
+
+
+def test_data_made_on_one_device_appears_on_the_other(laptop: Device, desktop: Device) -> None:
+    conn = laptop.db()
+    chat = store.new_chat(conn, "Feature: Auth")
+    store.add_message(conn, chat, "How should tokens expire?")
+    store.add_message(conn, chat, "Short-lived access tokens.", role="assistant")
+    secret = store.new_chat(conn, "scratch", privacy="LOCAL_ONLY")
+    store.add_message(conn, secret, "never leaves the laptop")
+    hidden = store.new_chat(conn, "redacted chat", privacy="REDACTED")
+    store.add_message(conn, hidden, "content stays home")
+    conn.close()
+    laptop.sync()
+    report = desktop.sync()
+    assert report.pull.applied == 5
+    assert rows(
+        desktop, "SELECT title, privacy, sync_status, version FROM chats ORDER BY title"
+    ) == [
+        ("Feature: Auth", "FULL", "Synced", 1),
+        ("redacted chat", "REDACTED", "Synced", 1),
+    ]
+    assert rows(
+        desktop, "SELECT content, role FROM messages WHERE chat_id = ? ORDER BY created_at", chat
+    ) == [("How should tokens expire?", "user"), ("Short-lived access tokens.", "assistant")]
+    assert rows(desktop, "SELECT content, privacy FROM messages WHERE chat_id = ?", hidden) == [
+        ("", "REDACTED")
+    ]
+    assert rows(desktop, "SELECT count(*) FROM chats WHERE id = ?", secret) == [(0,)]
+    assert rows(desktop, "SELECT count(*) FROM sync_outbox") == [(0,)]  # applies do not echo
+
+    back = desktop.db()
+    reply = store.add_message(back, chat, "Written on the desktop")
+    back.close()
+    desktop.sync()
+    assert laptop.sync().pull.applied == 1
+    assert rows(laptop, "SELECT content FROM messages WHERE id = ?", reply) == [
+        ("Written on the desktop",)
+    ]
+    # Own changes come back through the log and are recognised, not re-applied.
+    assert rows(laptop, "SELECT count(*) FROM sync_inbox WHERE status = 'Skipped'")[0][0] >= 5
+
+
+def test_making_a_synced_chat_local_only_withdraws_it_everywhere(
+    laptop: Device, desktop: Device, server: psycopg.Connection[Any]
+) -> None:
+    conn = laptop.db()
+    chat = store.new_chat(conn, "oops, private")
+    store.add_message(conn, chat, "sensitive")
+    laptop.sync()
+    desktop.sync()
+    assert rows(desktop, "SELECT count(*) FROM messages") == [(1,)]
+    store.set_privacy(conn, chat, "LOCAL_ONLY")
+    conn.close()
+    laptop.sync()
+    desktop.sync()
+    assert rows(desktop, "SELECT count(*) FROM chats") == [(0,)]
+    assert rows(desktop, "SELECT count(*) FROM messages") == [(0,)]
+    assert server.execute(
+        "SELECT count(*) FROM acode_sync.messages WHERE content IS NOT NULL"
+    ).fetchone() == (0,)
+    assert server.execute("SELECT title, privacy FROM acode_sync.chats").fetchone() == (
+        "",
+        "LOCAL_ONLY",
+    )
+    assert rows(laptop, "SELECT title FROM chats") == [("oops, private",)]  # still at home
+
+
+@pytest.mark.parametrize(
+    ("policy", "winner"),
+    [("last_write_wins", "desktop"), ("remote_wins", "laptop"), ("local_wins", "desktop")],
+)
+def test_concurrent_renames_resolve_by_policy_everywhere(
+    laptop: Device, desktop: Device, server: psycopg.Connection[Any], policy: str, winner: str
+) -> None:
+    for device in (laptop, desktop):
+        device.overrides["conflict.policy"] = policy
+    conn = laptop.db()
+    chat = store.new_chat(conn, "original")
+    laptop.sync()
+    desktop.sync()
+    store.rename_chat(conn, chat, "renamed on laptop")
+    time.sleep(0.01)
+    other = desktop.db()
+    store.rename_chat(other, chat, "renamed on desktop")
+    laptop.sync()  # the laptop's rename reaches the server first (version 2)
+    report = desktop.sync()  # the desktop's was made on version 1: a conflict
+    assert report.push.conflicts == 1
+    laptop.sync()
+    desktop.sync()
+    expected = f"renamed on {winner}"
+    loser = "renamed on laptop" if winner == "desktop" else "renamed on desktop"
+    assert title(laptop, chat) == expected
+    assert title(desktop, chat) == expected
+    assert server.execute("SELECT title FROM acode_sync.chats").fetchone() == (expected,)
+
+    # The loser is kept in all three places.
+    kept = rows(
+        desktop,
+        "SELECT winner, local_payload, remote_payload, preserved_path, "
+        "detected_by, policy FROM sync_conflicts",
+    )
+    assert len(kept) == 1
+    side_won, local_payload, remote_payload, path, detected_by, used = kept[0]
+    assert (detected_by, used) == ("push", policy)
+    assert side_won == ("local" if winner == "desktop" else "remote")
+    lost = json.loads(remote_payload if side_won == "local" else local_payload)
+    assert lost["title"] == loser
+    preserved = json.loads(Path(path).read_text())
+    assert preserved["payload"]["title"] == loser
+    assert Path(path).name.startswith(f"{chat}_v")
+    logged = server.execute("SELECT incoming, server_row FROM acode_sync.conflicts").fetchall()
+    assert len(logged) == 1
+    sides = {logged[0][0]["payload"]["title"], logged[0][1]["title"]}
+    assert sides == {"renamed on laptop", "renamed on desktop"}
+
+    # Lifecycle: a conflict lost by this device shows until acknowledged.
+    status = rows(desktop, "SELECT sync_status FROM chats WHERE id = ?", chat)[0][0]
+    assert status == ("Conflict" if winner == "laptop" else "Synced")
+    conn.close()
+    other.close()
+
+
+def test_conflict_detected_at_pull(laptop: Device, desktop: Device) -> None:
+    conn = laptop.db()
+    chat = store.new_chat(conn, "original")
+    laptop.sync()
+    desktop.sync()
+    store.rename_chat(conn, chat, "laptop's title")
+    laptop.sync()
+    other = desktop.db()
+    store.rename_chat(other, chat, "desktop's title")  # pending, not pushed
+    puller = Puller(
+        other,
+        desktop.config,
+        desktop.config.device_id or "",
+        conflicts_dir=desktop.workspace.conflicts_dir,
+    )
+    with psycopg.connect(desktop.url, autocommit=True) as pg:
+        report = puller.pull(pg)
+    assert report.conflicts == 1
+    # last_write_wins: the desktop's rename is the later one, so it stays and is
+    # now based on the laptop's version: the next push applies without conflict.
+    assert title(desktop, chat) == "desktop's title"
+    assert rows(desktop, "SELECT base_version FROM sync_outbox WHERE status = 'Pending'") == [(2,)]
+    assert desktop.sync().push.applied == 1
+    laptop.sync()
+    assert title(laptop, chat) == "desktop's title"
+    kept = rows(desktop, "SELECT detected_by, winner FROM sync_conflicts")
+    assert kept == [("pull", "local")]
+    conn.close()
+    other.close()
+
+
+def test_messages_appended_concurrently_all_survive(laptop: Device, desktop: Device) -> None:
+    conn = laptop.db()
+    chat = store.new_chat(conn, "busy")
+    laptop.sync()
+    desktop.sync()
+    other = desktop.db()
+    for i in range(5):
+        store.add_message(conn, chat, f"laptop {i}")
+        store.add_message(other, chat, f"desktop {i}")
+    laptop.sync()
+    desktop.sync()
+    laptop.sync()
+    for device in (laptop, desktop):
+        assert rows(device, "SELECT count(*) FROM messages") == [(10,)]
+        assert rows(device, "SELECT count(*) FROM sync_conflicts") == [(0,)]
+    conn.close()
+    other.close()
+
+
+def test_edit_racing_a_delete_resolves_by_policy(laptop: Device, desktop: Device) -> None:
+    conn = laptop.db()
+    chat = store.new_chat(conn, "t")
+    message = store.add_message(conn, chat, "draft")
+    laptop.sync()
+    desktop.sync()
+    other = desktop.db()
+    store.delete(conn, message)  # the laptop deletes
+    time.sleep(0.01)
+    with write(other):  # the desktop edits, later
+        other.execute("UPDATE messages SET content = 'edited' WHERE id = ?", (message,))
+    laptop.sync()
+    desktop.sync()
+    laptop.sync()
+    for device in (laptop, desktop):  # last write wins: the edit, not deleted
+        assert rows(device, "SELECT content, deleted_at FROM messages WHERE id = ?", message) == [
+            ("edited", None)
+        ]
+    conn.close()
+    other.close()
+
+
+def test_out_of_order_commit_is_still_delivered(
+    laptop: Device, desktop: Device, pg: PgDatabase
+) -> None:
+    conn = laptop.db()
+    store.new_chat(conn, "seed")
+    laptop.sync()
+    desktop.sync()
+    url = pg.device_url("alice")
+    first = psycopg.connect(url)  # takes its change first ...
+    first.execute("INSERT INTO acode_sync.chats (id, title) VALUES ('slow', 'committed last')")
+
+    def second() -> None:
+        with psycopg.connect(url) as t2:
+            t2.execute("INSERT INTO acode_sync.chats (id, title) VALUES ('fast', 'second')")
+            t2.commit()
+
+    worker = threading.Thread(target=second)
+    worker.start()
+    time.sleep(0.2)
+    desktop.sync()  # pulls while the first is still open
+    first.commit()  # ... and commits last
+    worker.join(timeout=10)
+    first.close()
+    desktop.sync()
+    assert rows(desktop, "SELECT id FROM chats WHERE id IN ('slow', 'fast') ORDER BY id") == [
+        ("fast",),
+        ("slow",),
+    ]
+    conn.close()
+
+
+def test_offline_device_catches_up_in_pages_and_survives_a_crash(
+    laptop: Device, desktop: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    desktop.overrides["download.page_size"] = 100
+    conn = laptop.db()
+    chat = store.new_chat(conn, "long")
+    with write(conn):
+        conn.executemany(
+            "INSERT INTO messages (id, chat_id, role, content) VALUES (?, ?, 'user', ?)",
+            ((f"m{i:04d}", chat, f"message {i}") for i in range(999)),
+        )
+    laptop.overrides["upload.batch_size"] = 1000
+    laptop.sync()
+
+    crashes = {"left": 1}
+    real_apply = Puller.apply_inbox
+
+    def apply_then_crash(self: Puller, report: Any) -> None:
+        # The seam: the process dies after the inbox page is stored, before apply.
+        pending = self.conn.execute("SELECT count(*) FROM sync_inbox WHERE status = 'Pending'")
+        if pending.fetchone()[0] and crashes["left"]:
+            crashes["left"] -= 1
+            raise KeyboardInterrupt("killed between inbox write and apply")
+        real_apply(self, report)
+
+    monkeypatch.setattr(Puller, "apply_inbox", apply_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        desktop.sync()
+    assert rows(desktop, "SELECT count(*), min(status) FROM sync_inbox") == [(100, "Pending")]
+    report = desktop.sync()
+    assert report.pull.pages == 9
+    assert rows(desktop, "SELECT count(*) FROM messages") == [(999,)]
+    assert rows(desktop, "SELECT count(*) FROM sync_inbox WHERE status = 'Applied'") == [(1000,)]
+    assert rows(desktop, "SELECT pull_cursor FROM sync_state") == [(1000,)]
+    conn.close()
+
+
+def test_an_admin_edit_in_postgres_reaches_every_device(
+    laptop: Device, desktop: Device, server: psycopg.Connection[Any]
+) -> None:
+    conn = laptop.db()
+    chat = store.new_chat(conn, "before")
+    laptop.sync()
+    desktop.sync()
+    server.execute("UPDATE acode_sync.chats SET title = 'fixed by an admin' WHERE id = %s", (chat,))
+    laptop.sync()
+    desktop.sync()
+    for device in (laptop, desktop):
+        assert rows(device, "SELECT title, version, sync_status FROM chats") == [
+            ("fixed by an admin", 2, "Synced")
+        ]
+    conn.close()
+
+
+def test_no_local_only_row_ever_reaches_the_server(
+    laptop: Device, server: psycopg.Connection[Any]
+) -> None:
+    conn = laptop.db()
+    chat = store.new_chat(conn, "private", privacy="LOCAL_ONLY")
+    store.add_message(conn, chat, "secret")
+    public = store.new_chat(conn, "public")
+    store.add_message(conn, public, "shh", privacy="LOCAL_ONLY")
+    laptop.sync()
+    assert server.execute("SELECT count(*) FROM acode_sync.messages").fetchone() == (0,)
+    assert server.execute("SELECT id FROM acode_sync.chats").fetchall() == [(public,)]
+    conn.close()
