@@ -78,7 +78,7 @@ def claim_due(
     """Open rows in seq order up to the first one still waiting out its backoff."""
     rows = conn.execute(
         "SELECT * FROM sync_outbox "
-        "WHERE status = 'Pending' OR (status = 'Failed' AND next_retry_at IS NOT NULL) "
+        "WHERE status IN ('Pending', 'Failed') AND (status = 'Pending' OR next_retry_at IS NOT NULL) "
         "ORDER BY seq LIMIT ?",
         (limit,),
     ).fetchall()

@@ -43,8 +43,8 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_chat ON messages (chat_id, created_at);
 CREATE TABLE sync_outbox (
-    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
-    idempotency_key  TEXT NOT NULL UNIQUE,
+    seq              INTEGER PRIMARY KEY,
+    idempotency_key  TEXT NOT NULL,
     entity_type      TEXT NOT NULL CHECK (entity_type IN ('chat', 'message')),
     entity_id        TEXT NOT NULL,
     op               TEXT NOT NULL DEFAULT 'upsert' CHECK (op IN ('upsert', 'withdraw')),
@@ -59,8 +59,10 @@ CREATE TABLE sync_outbox (
     created_at       TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
     synced_at        TEXT
 );
-CREATE INDEX sync_outbox_status ON sync_outbox (status, seq);
-CREATE INDEX sync_outbox_entity ON sync_outbox (entity_id, seq);
+CREATE INDEX sync_outbox_open ON sync_outbox (seq)
+    WHERE status IN ('Pending', 'Failed');
+CREATE INDEX sync_outbox_entity ON sync_outbox (entity_id, seq)
+    WHERE status IN ('Pending', 'Failed');
 CREATE TABLE sync_inbox (
     seq              INTEGER PRIMARY KEY,          -- the server's change seq
     idempotency_key  TEXT NOT NULL,
