@@ -19,6 +19,7 @@ from acode_sync import conflicts
 from acode_sync.clock import Clock, iso, parse_iso, utcnow
 from acode_sync.config import SyncConfig
 from acode_sync.errors import CONFLICT_DETECTED
+from acode_sync.remote import pull_page
 from acode_sync.workspace import applying_remote, write
 
 
@@ -299,11 +300,3 @@ class Puller:
             "UPDATE sync_inbox SET status = ?, applied_at = ? WHERE seq = ?",
             (status, now, row["seq"]),
         )
-
-
-def pull_page(remote: psycopg.Connection[Any], after: int, limit: int) -> list[tuple[Any, ...]]:
-    return remote.execute(
-        "SELECT seq, idempotency_key, entity_type, entity_id, op, version, origin_device, "
-        "changed_at, payload FROM acode_sync.pull(%s, %s)",
-        (after, limit),
-    ).fetchall()

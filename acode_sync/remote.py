@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from acode_sync.errors import ConnectionFailed, UsageError
+from acode_sync.errors import BatchFailed, ConnectionFailed, UsageError
 
 CONNECT_TIMEOUT_SECONDS = 10
 
@@ -63,17 +63,50 @@ class ItemResult:
     server_row: dict[str, Any] | None
 
 
+# What a server that was never migrated, or a role never enrolled, answers.
+# Nothing an item did: the cycle stops and no item is touched.
+_SETUP_ERRORS = (
+    psycopg.errors.UndefinedFunction,
+    psycopg.errors.UndefinedTable,
+    psycopg.errors.InvalidSchemaName,
+    psycopg.errors.InsufficientPrivilege,
+)
+
+
+def _setup_problem(exc: psycopg.Error) -> BatchFailed:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return BatchFailed(
+        f"the remote is not ready for acode-sync ({first}); run 'acode-sync migrate "
+        "--remote' as an admin and GRANT acode_sync_device to this device's role"
+    )
+
+
 def push_batch(
     conn: psycopg.Connection[Any], batch_id: str, device_id: str, items_json: str
 ) -> list[ItemResult]:
     """One batch: one round trip, one server transaction (the connection is in
     autocommit, so the single statement is its own transaction)."""
-    rows = conn.execute(
-        "SELECT idempotency_key, result, version, reason, server_row "
-        "FROM acode_sync.push(%s, %s, %s::jsonb)",
-        (batch_id, device_id, items_json),
-    ).fetchall()
+    try:
+        rows = conn.execute(
+            "SELECT idempotency_key, result, version, reason, server_row "
+            "FROM acode_sync.push(%s, %s, %s::jsonb)",
+            (batch_id, device_id, items_json),
+        ).fetchall()
+    except _SETUP_ERRORS as exc:
+        raise _setup_problem(exc) from None
     return [
         ItemResult(key, outcome, version, reason, row)
         for key, outcome, version, reason, row in rows
     ]
+
+
+def pull_page(conn: psycopg.Connection[Any], after: int, limit: int) -> list[tuple[Any, ...]]:
+    """Changes after the cursor, in seq order, each with its entity's current state."""
+    try:
+        return conn.execute(
+            "SELECT seq, idempotency_key, entity_type, entity_id, op, version, origin_device, "
+            "changed_at, payload FROM acode_sync.pull(%s, %s)",
+            (after, limit),
+        ).fetchall()
+    except _SETUP_ERRORS as exc:
+        raise _setup_problem(exc) from None

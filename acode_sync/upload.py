@@ -43,6 +43,7 @@ from acode_sync.errors import (
     CONFLICT_DETECTED,
     INVALID_PAYLOAD,
     MAX_RETRIES_EXCEEDED,
+    BatchFailed,
     ConnectionFailed,
 )
 from acode_sync.outbox import OutboxRow
@@ -77,9 +78,9 @@ def claim_due(
 ) -> list[OutboxRow]:
     """Open rows in seq order up to the first one still waiting out its backoff."""
     rows = conn.execute(
-        "SELECT * FROM sync_outbox "
-        "WHERE status IN ('Pending', 'Failed') AND (status = 'Pending' OR next_retry_at IS NOT NULL) "
-        "ORDER BY seq LIMIT ?",
+        # The status IN (...) term lets SQLite use the partial index of open rows.
+        "SELECT * FROM sync_outbox WHERE status IN ('Pending', 'Failed') "
+        "AND (status = 'Pending' OR next_retry_at IS NOT NULL) ORDER BY seq LIMIT ?",
         (limit,),
     ).fetchall()
     stamp = iso(now)
@@ -152,6 +153,8 @@ class Uploader:
             return True
         try:
             results = self._push_isolating(remote, items)
+        except BatchFailed:
+            raise
         except Exception as exc:
             if not is_transient(exc):
                 raise
@@ -192,6 +195,8 @@ class Uploader:
         halve it until the item at fault stands alone and is rejected by itself."""
         try:
             return push_batch(remote, str(ULID()), self.device_id, _wire_items(items))
+        except BatchFailed:
+            raise  # the remote is not set up: no item is at fault
         except Exception as exc:
             if is_transient(exc):
                 raise

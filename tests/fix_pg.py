@@ -64,7 +64,8 @@ acode_pg_noproc = factories.postgresql_noproc(
     port=_ADMIN.get("port", 5432),
     user=str(_ADMIN.get("user", "postgres")),
     password=_ADMIN.get("password"),  # type: ignore[arg-type]
-    dbname="acode_sync_test",
+    # One name per test process: parallel runs on a shared server never collide.
+    dbname=f"acode_sync_test_{os.getpid()}",
     load=[load_remote_schema],
 )
 acode_pg_conn = factories.postgresql("acode_pg_noproc")

@@ -58,6 +58,8 @@ class _Pair:
                         data, exhausted = self.proxy._allow_upstream(data)
                     else:
                         self.proxy._count_down(len(data))
+                        if self.proxy._losing_replies:
+                            data = b""
                     if data:
                         dst.sendall(data)
                     if exhausted:
@@ -89,6 +91,7 @@ class TcpProxy:
         self._pairs: set[_Pair] = set()
         self._cut = False
         self._budget: int | None = None
+        self._losing_replies = False
         self._stopping = threading.Event()
         self._listener: socket.socket | None = None
         self._acceptor: threading.Thread | None = None
@@ -132,6 +135,20 @@ class TcpProxy:
             return
         with self._lock:
             self._budget = n
+
+    def lose_replies(self, then_cut_after: float = 0.5) -> None:
+        """Keep forwarding requests but drop every reply, then cut: the server
+        does the work and commits, and the client never hears of it (a lost
+        acknowledgement)."""
+        self._losing_replies = True
+
+        def cut_and_reset() -> None:
+            self.cut()
+            self._losing_replies = False
+
+        timer = threading.Timer(then_cut_after, cut_and_reset)
+        timer.daemon = True
+        timer.start()
 
     def stop(self) -> None:
         self._stopping.set()

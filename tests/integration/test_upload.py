@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from acode_sync import store
-from acode_sync.errors import ConnectionFailed
+from acode_sync.errors import BatchFailed, ConnectionFailed
 from acode_sync.workspace import write
 from tests.fix_pg import PgDatabase
 from tests.fix_sync import Device
@@ -291,4 +291,17 @@ def test_direct_server_update_is_versioned_and_logged(
     assert row is not None
     assert row[:3] == (2, "upsert", "server")
     assert row[3].startswith("srv-")
+    conn.close()
+
+
+def test_a_remote_that_was_never_migrated_touches_no_item(
+    alice: Device, server: psycopg.Connection[Any]
+) -> None:
+    conn = alice.db()
+    store.new_chat(conn, "t")
+    before = [dict(r) for r in conn.execute("SELECT * FROM sync_outbox")]
+    server.execute("DROP SCHEMA acode_sync CASCADE")
+    with pytest.raises(BatchFailed, match="ACODE-SYNC-002: the remote is not ready"):
+        alice.sync()
+    assert [dict(r) for r in conn.execute("SELECT * FROM sync_outbox")] == before
     conn.close()
