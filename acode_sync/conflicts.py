@@ -30,6 +30,7 @@ from acode_sync.config import SyncConfig
 from acode_sync.errors import CONFLICT_DETECTED
 from acode_sync.outbox import OutboxRow
 from acode_sync.remote import ItemResult
+from acode_sync.workspace import write
 
 log = logging.getLogger(__name__)
 
@@ -208,3 +209,71 @@ def resolve_push_conflict(
     apply_entity(conn, row.entity_type, server_row, status="Conflict")
     conn.execute("UPDATE sync_state SET applying = 0 WHERE id = 1")
     return winner
+
+
+@dataclass(frozen=True)
+class ConflictRecord:
+    id: int
+    entity_type: str
+    entity_id: str
+    detected_at: str
+    detected_by: str
+    policy: str
+    winner: str
+    local_version: int
+    local_changed_at: str | None
+    local_payload: str | None
+    remote_version: int
+    remote_changed_at: str | None
+    remote_payload: str | None
+    preserved_path: str | None
+    acknowledged_at: str | None
+
+    def title(self) -> str:
+        """The chat's title (or a message's first words) as the winner left it."""
+        side = self.remote_payload if self.winner == "remote" else self.local_payload
+        data = json.loads(side or "{}")
+        text = data.get("title") if self.entity_type == "chat" else data.get("content")
+        return str(text or "")
+
+
+def list_conflicts(
+    conn: sqlite3.Connection, *, include_acknowledged: bool = False
+) -> list[ConflictRecord]:
+    rows = conn.execute(
+        "SELECT * FROM sync_conflicts WHERE ? OR acknowledged_at IS NULL ORDER BY id",
+        (int(include_acknowledged),),
+    ).fetchall()
+    return [ConflictRecord(**dict(row)) for row in rows]
+
+
+def acknowledge(conn: sqlite3.Connection, conflict_id: int | None, now: str) -> int:
+    """Mark one conflict (or, with None, all) as seen. An entity that showed
+    Conflict goes back to Synced (or Pending, if it has changes waiting), and
+    the outbox rows that lost become history that retention may prune."""
+    with write(conn):
+        targets = conn.execute(
+            "SELECT id, entity_type, entity_id FROM sync_conflicts "
+            "WHERE acknowledged_at IS NULL AND (? IS NULL OR id = ?)",
+            (conflict_id, conflict_id),
+        ).fetchall()
+        for row in targets:
+            conn.execute(
+                "UPDATE sync_conflicts SET acknowledged_at = ? WHERE id = ?", (now, row["id"])
+            )
+            conn.execute(
+                "UPDATE sync_outbox SET status = 'Superseded' WHERE status = 'Conflict' "
+                "AND entity_type = ? AND entity_id = ?",
+                (row["entity_type"], row["entity_id"]),
+            )
+            table = "chats" if row["entity_type"] == "chat" else "messages"
+            waiting = conn.execute(
+                "SELECT 1 FROM sync_outbox WHERE entity_type = ? AND entity_id = ? "
+                "AND status IN ('Pending', 'Failed') LIMIT 1",
+                (row["entity_type"], row["entity_id"]),
+            ).fetchone()
+            conn.execute(
+                f"UPDATE {table} SET sync_status = ? WHERE id = ? AND sync_status = 'Conflict'",
+                ("Pending" if waiting else "Synced", row["entity_id"]),
+            )
+    return len(targets)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
+from acode_sync.clock import parse_iso
+from acode_sync.conflicts import ConflictRecord
 from acode_sync.outbox import OutboxRow
 
 RULE = "─" * 36
@@ -72,6 +76,84 @@ def queue_json(rows: Sequence[OutboxRow]) -> str:
                 "created_at": row.created_at,
             }
             for row in rows
+        ],
+        indent=2,
+    )
+
+
+def ago(now: datetime, stamp: str | None) -> str:
+    """``30s ago``, ``1m ago``, ``2h ago``, ``3d ago``; ``never`` for no time."""
+    if stamp is None:
+        return "never"
+    seconds = max(0, int((now - parse_iso(stamp)).total_seconds()))
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+POLICY_LABEL = {
+    "last_write_wins": "last-write",
+    "local_wins": "local-wins policy",
+    "remote_wins": "remote-wins policy",
+}
+
+
+def conflicts_text(records: Sequence[ConflictRecord], now: datetime, root: Path) -> str:
+    """The manual's conflict block, one per conflict."""
+    lines = [heading("Conflicts"), f"{plural(len(records), 'conflict')} found"]
+    for record in records:
+        kind = "Chat" if record.entity_type == "chat" else "Message"
+        label = record.title()
+        label = label if len(label) <= 40 else label[:37] + "..."
+        lines += [
+            "",
+            f'{kind}: {record.entity_id} "{label}"  [#{record.id}]',
+            f"  Local version: {record.local_version} "
+            f"(modified {ago(now, record.local_changed_at)})",
+            f"  Remote version: {record.remote_version} "
+            f"(modified {ago(now, record.remote_changed_at)})",
+            f"  Resolution: {record.winner.capitalize()} wins "
+            f"({POLICY_LABEL.get(record.policy, record.policy)})",
+        ]
+        if record.preserved_path:
+            path = Path(record.preserved_path)
+            shown = path.relative_to(root) if path.is_relative_to(root) else path
+            side = "Remote version" if record.winner == "local" else "Local changes"
+            lines += ["", f"  {side} preserved in: {shown}"]
+    if records:
+        lines += ["", "Acknowledge with 'acode sync conflicts --ack ID' or '--all'."]
+    return "\n".join(lines)
+
+
+def conflicts_json(records: Sequence[ConflictRecord]) -> str:
+    def side(payload: str | None) -> Any:
+        return json.loads(payload) if payload else None
+
+    return json.dumps(
+        [
+            {
+                "id": r.id,
+                "entity_type": r.entity_type,
+                "entity_id": r.entity_id,
+                "detected_at": r.detected_at,
+                "detected_by": r.detected_by,
+                "policy": r.policy,
+                "winner": r.winner,
+                "local": {
+                    "version": r.local_version,
+                    "changed_at": r.local_changed_at,
+                    "payload": side(r.local_payload),
+                },
+                "remote": {
+                    "version": r.remote_version,
+                    "changed_at": r.remote_changed_at,
+                    "payload": side(r.remote_payload),
+                },
+                "preserved_path": r.preserved_path,
+                "acknowledged_at": r.acknowledged_at,
+            }
+            for r in records
         ],
         indent=2,
     )

@@ -5,13 +5,14 @@ from __future__ import annotations
 import click
 from ulid import ULID
 
-from acode_sync import migrations
+from acode_sync import conflicts, migrations
 from acode_sync.cli import formatting
 from acode_sync.cli._common import AcodeGroup, session, setup_logging, workspace_option
 from acode_sync.cli.devserver import dev_server
+from acode_sync.clock import iso, utcnow
 from acode_sync.config import default_config_text
 from acode_sync.engine import CycleReport, SyncEngine
-from acode_sync.errors import EXIT_SYNC_INCOMPLETE
+from acode_sync.errors import EXIT_SYNC_INCOMPLETE, UsageError
 from acode_sync.outbox import queue as outbox_queue
 from acode_sync.remote import redact
 from acode_sync.workspace import AGENT_DIR, check_sqlite_file
@@ -131,6 +132,31 @@ def queue(errors_only: bool, as_json: bool) -> None:
         click.echo(formatting.queue_json(rows))
     else:
         click.echo(formatting.queue_text(rows, errors_only=errors_only))
+
+
+@sync.command(name="conflicts")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--ack", "ack_id", type=int, metavar="ID", help="Acknowledge one conflict.")
+@click.option("--all", "ack_all", is_flag=True, help="Acknowledge every conflict.")
+@click.option("--history", is_flag=True, help="Include acknowledged conflicts.")
+@workspace_option
+def conflicts_(as_json: bool, ack_id: int | None, ack_all: bool, history: bool) -> None:
+    """Conflicts with both versions, the resolution and where the loser is kept."""
+    s = session()
+    now = utcnow()
+    if ack_id is not None or ack_all:
+        if ack_id is not None and ack_all:
+            raise UsageError("give --ack ID or --all, not both")
+        count = conflicts.acknowledge(s.conn, ack_id, iso(now))
+        if ack_id is not None and count == 0:
+            raise UsageError(f"no unacknowledged conflict #{ack_id}")
+        click.echo(f"Acknowledged {formatting.plural(count, 'conflict')}.")
+        return
+    records = conflicts.list_conflicts(s.conn, include_acknowledged=history)
+    if as_json:
+        click.echo(formatting.conflicts_json(records))
+    else:
+        click.echo(formatting.conflicts_text(records, now, s.workspace.root))
 
 
 sync.add_command(dev_server)

@@ -329,3 +329,50 @@ def test_no_local_only_row_ever_reaches_the_server(
     assert server.execute("SELECT count(*) FROM acode_sync.messages").fetchone() == (0,)
     assert server.execute("SELECT id FROM acode_sync.chats").fetchall() == [(public,)]
     conn.close()
+
+
+def test_conflicts_command_shows_both_sides_and_ack_ends_the_conflict_state(
+    laptop: Device, desktop: Device
+) -> None:
+    from click.testing import CliRunner
+
+    from acode_sync.cli import acode
+
+    desktop.overrides["conflict.policy"] = "remote_wins"
+    conn = laptop.db()
+    chat = store.new_chat(conn, "Feature: Auth")
+    laptop.sync()
+    desktop.sync()
+    store.rename_chat(conn, chat, "Auth by laptop")
+    other = desktop.db()
+    store.rename_chat(other, chat, "Auth by desktop")
+    laptop.sync()
+    desktop.sync()  # the desktop's rename loses
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(
+            acode, ["sync", *args, "--workspace", str(desktop.workspace.root)]
+        )
+
+    # The config file on disk says last_write_wins; what was recorded is remote_wins.
+    shown = run("conflicts")
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert lines[:3] == ["Conflicts", "─" * 36, "1 conflict found"]
+    assert lines[4].startswith(f'Chat: {chat} "Auth by laptop"')
+    assert lines[5].startswith("  Local version: 1 (modified ")
+    assert lines[6].startswith("  Remote version: 2 (modified ")
+    assert lines[7] == "  Resolution: Remote wins (remote-wins policy)"
+    assert lines[9] == f"  Local changes preserved in: .agent/conflicts/{chat}_v1.json"
+    record = json.loads(run("conflicts", "--json").output)[0]
+    assert record["local"]["payload"]["title"] == "Auth by desktop"
+    assert record["remote"]["payload"]["title"] == "Auth by laptop"
+    assert rows(desktop, "SELECT sync_status FROM chats") == [("Conflict",)]
+
+    acked = run("conflicts", "--ack", str(record["id"]))
+    assert acked.exit_code == 0 and "Acknowledged 1 conflict." in acked.output
+    assert rows(desktop, "SELECT sync_status FROM chats") == [("Synced",)]
+    assert run("conflicts").output.splitlines()[2] == "0 conflicts found"
+    assert run("conflicts", "--ack", "999").exit_code == 2
+    conn.close()
+    other.close()
