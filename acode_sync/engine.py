@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -42,6 +43,7 @@ def connect_remote(url: str) -> psycopg.Connection[Any]:
 @dataclass
 class CycleReport:
     paused: bool = False
+    disabled: bool = False
     push: PushReport = field(default_factory=PushReport)
     pull: PullReport = field(default_factory=PullReport)
     pull_failed: bool = False
@@ -83,11 +85,15 @@ class SyncEngine:
             )
         return self.config.remote_url
 
-    def sync_once(self, *, ignore_backoff: bool = False) -> CycleReport:
+    def sync_once(
+        self, *, ignore_backoff: bool = False, max_batches: int | None = None
+    ) -> CycleReport:
         """One full cycle. Raises ConnectionFailed (queue untouched) when offline."""
         conn = self.workspace.connect()
         try:
-            if is_paused(conn) or not self.config.enabled:
+            if not self.config.enabled:
+                return CycleReport(disabled=True)
+            if is_paused(conn):
                 return CycleReport(paused=True)
             url = self.remote_url()
             device = self.device_id
@@ -106,7 +112,11 @@ class SyncEngine:
                         rand=self.rand,
                         conflicts_dir=self.workspace.conflicts_dir,
                     )
-                    report = CycleReport(push=uploader.push(pg, ignore_backoff=ignore_backoff))
+                    report = CycleReport(
+                        push=uploader.push(
+                            pg, ignore_backoff=ignore_backoff, max_batches=max_batches
+                        )
+                    )
                     puller = Puller(
                         conn,
                         self.config,
@@ -115,18 +125,19 @@ class SyncEngine:
                         conflicts_dir=self.workspace.conflicts_dir,
                     )
                     report.pull = self._pull(puller, pg, report)
+                now = self.clock()
+                error = _first(report.push.errors)
                 with write(conn):
+                    # A push that lost its link is not a sync: last_push_at stays.
                     conn.execute(
-                        "UPDATE sync_state SET last_push_at = ?, last_error = ?, "
+                        "UPDATE sync_state SET "
+                        "last_push_at = CASE WHEN ? THEN ? ELSE last_push_at END, "
+                        "last_error = ?, "
                         "last_error_at = CASE WHEN ? IS NULL THEN last_error_at ELSE ? END "
                         "WHERE id = 1",
-                        (
-                            iso(self.clock()),
-                            _first(report.push.errors),
-                            _first(report.push.errors),
-                            iso(self.clock()),
-                        ),
+                        (not report.push.failed, iso(now), error, error, iso(now)),
                     )
+                    prune(conn, now - timedelta(days=self.config.retention.days))
                 return report
         finally:
             conn.close()
@@ -159,6 +170,22 @@ class SyncEngine:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def prune(conn: Any, before: datetime) -> tuple[int, int]:
+    """Retention: synced outbox rows and applied inbox rows older than ``before``
+    go, so the file does not grow with history. Nothing Pending, Failed or
+    Conflict is ever pruned."""
+    cutoff = iso(before)
+    outbox = conn.execute(
+        "DELETE FROM sync_outbox WHERE status IN ('Synced', 'Superseded') AND synced_at < ?",
+        (cutoff,),
+    ).rowcount
+    inbox = conn.execute(
+        "DELETE FROM sync_inbox WHERE status IN ('Applied', 'Skipped') AND applied_at < ?",
+        (cutoff,),
+    ).rowcount
+    return int(outbox), int(inbox)
 
 
 def is_paused(conn: Any) -> bool:

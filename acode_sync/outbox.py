@@ -41,5 +41,6 @@ def counts(conn: sqlite3.Connection) -> dict[str, int]:
     """Outbox rows per status."""
     found = dict(conn.execute("SELECT status, count(*) FROM sync_outbox GROUP BY status"))
     return {
-        status: found.get(status, 0) for status in ("Pending", "Failed", "Synced", "Superseded")
+        status: found.get(status, 0)
+        for status in ("Pending", "Failed", "Conflict", "Synced", "Superseded")
     }

@@ -69,8 +69,14 @@ class Device:
             connect=connect_remote,
         )
 
-    def sync(self, *, ignore_backoff: bool = True, url: str | None = None) -> CycleReport:
-        return self.engine(url).sync_once(ignore_backoff=ignore_backoff)
+    def sync(
+        self,
+        *,
+        ignore_backoff: bool = True,
+        url: str | None = None,
+        max_batches: int | None = None,
+    ) -> CycleReport:
+        return self.engine(url).sync_once(ignore_backoff=ignore_backoff, max_batches=max_batches)
 
     def db(self) -> Any:
         return self.workspace.connect()

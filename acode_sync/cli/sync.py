@@ -9,6 +9,7 @@ from acode_sync import conflicts, migrations
 from acode_sync.cli import formatting
 from acode_sync.cli._common import AcodeGroup, session, setup_logging, workspace_option
 from acode_sync.cli.devserver import dev_server
+from acode_sync.cli.operate import register
 from acode_sync.clock import iso, utcnow
 from acode_sync.config import default_config_text
 from acode_sync.engine import CycleReport, SyncEngine
@@ -80,6 +81,10 @@ def migrate(local: bool, remote_: bool) -> None:
 
 
 def _report_cycle(report: CycleReport, *, quiet: bool) -> None:
+    if report.disabled:
+        if not quiet:
+            click.echo("Sync is disabled (sync.enabled: false in .agent/config.yml).")
+        return
     if report.paused:
         if not quiet:
             click.echo("Sync is paused. Changes queue locally; 'acode sync resume' to resume.")
@@ -160,3 +165,4 @@ def conflicts_(as_json: bool, ack_id: int | None, ack_all: bool, history: bool) 
 
 
 sync.add_command(dev_server)
+register(sync)

@@ -305,3 +305,74 @@ def test_a_remote_that_was_never_migrated_touches_no_item(
         alice.sync()
     assert [dict(r) for r in conn.execute("SELECT * FROM sync_outbox")] == before
     conn.close()
+
+
+def test_an_edit_made_while_its_batch_is_in_flight_is_rebased_not_a_conflict(
+    alice: Device, server: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import acode_sync.upload as upload
+
+    conn = alice.db()
+    chat = store.new_chat(conn, "first title")
+    real_push = upload.push_batch
+
+    def edit_during_flight(*args: Any) -> Any:
+        writer = alice.db()  # another writer, while the batch is on the wire
+        store.rename_chat(writer, chat, "renamed in flight")
+        writer.close()
+        return real_push(*args)
+
+    monkeypatch.setattr(upload, "push_batch", edit_during_flight)
+    report = alice.sync(max_batches=1)
+    monkeypatch.setattr(upload, "push_batch", real_push)
+    assert report.push.applied == 1
+    pending = conn.execute("SELECT base_version FROM sync_outbox WHERE status = 'Pending'")
+    assert [tuple(r) for r in pending] == [(1,)]  # rebased onto the acknowledged version
+    report = alice.sync()
+    assert (report.push.applied, report.push.conflicts) == (1, 0)
+    assert server.execute("SELECT title, version FROM acode_sync.chats").fetchone() == (
+        "renamed in flight",
+        2,
+    )
+    assert server.execute("SELECT count(*) FROM acode_sync.conflicts").fetchone() == (0,)
+    conn.close()
+
+
+def test_server_clamps_change_times_from_the_future(
+    alice: Device, server: psycopg.Connection[Any]
+) -> None:
+    conn = alice.db()
+    store.new_chat(conn, "from a clock ahead")
+    with write(conn):
+        conn.execute("UPDATE sync_outbox SET changed_at = '2099-01-01T00:00:00.000Z'")
+    alice.sync()
+    row = server.execute(
+        "SELECT changed_at <= now(), changed_at > now() - interval '1 minute' "
+        "FROM acode_sync.changes"
+    ).fetchone()
+    assert row == (True, True)
+    conn.close()
+
+
+def test_retention_prunes_synced_history_but_never_open_items(alice: Device) -> None:
+    from tests.fix_sync import FakeClock
+
+    conn = alice.db()
+    chat = store.new_chat(conn, "t")
+    store.add_message(conn, chat, "synced long ago")
+    alice.sync()
+    failing = store.add_message(conn, chat, "rejected, kept")
+    with write(conn):
+        conn.execute(
+            "UPDATE sync_outbox SET payload = json_set(payload, '$.role', 'narrator') "
+            "WHERE entity_id = ?",
+            (failing,),
+        )
+    clock = FakeClock()  # eight days on, past the 7-day retention default
+    clock.now = clock.now.replace(year=2027)
+    alice.clock = clock
+    alice.sync()
+    left = conn.execute("SELECT entity_id, status FROM sync_outbox ORDER BY seq").fetchall()
+    assert [tuple(r) for r in left] == [(failing, "Failed")]
+    assert conn.execute("SELECT count(*) FROM sync_inbox").fetchone()[0] == 0
+    conn.close()

@@ -1,0 +1,270 @@
+"""Operating the engine: the background processor (``run``) and the operator's
+controls (pause/resume, retry of failed items).
+
+The processor is a plain loop around :meth:`SyncEngine.sync_once`, which
+honours backoff and the pause flag and holds the workspace lock, so ``run``,
+a cron ``once`` and a user's ``now`` can share a workspace. Between cycles it
+waits ``upload.poll_interval_seconds`` on a :class:`threading.Event`: a stop
+request wakes it at once, and a test injects its own event and a short
+interval instead of sleeping. Each cycle pushes and pulls; a separate pull
+cadence (``download.poll_interval_seconds``) is not honoured yet.
+
+Offline is a state, not a crash: a cycle that cannot reach the remote changes
+nothing locally (see ``upload``), logs one line, and the loop keeps polling;
+the first good connection drains the queue.
+
+Stopping follows rq's worker: the first SIGTERM/SIGINT lets the current cycle
+finish and then exits 0; a second one exits at once with
+``EXIT_SYNC_INCOMPLETE`` (local transactions roll back; a batch the server
+committed but we did not mark is answered as duplicates next time).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from types import FrameType
+from wsgiref.simple_server import WSGIServer
+
+import psycopg
+from prometheus_client import CollectorRegistry, Counter, start_http_server
+
+from acode_sync.clock import Clock, iso
+from acode_sync.engine import SyncEngine, note_error
+from acode_sync.errors import (
+    EXIT_SYNC_INCOMPLETE,
+    AcodeSyncError,
+    ConnectionFailed,
+    UsageError,
+)
+from acode_sync.health import Health, build_registry, figures
+from acode_sync.outbox import OutboxRow
+from acode_sync.workspace import write
+
+log = logging.getLogger(__name__)
+
+METRICS_ADDR = "127.0.0.1"
+
+
+class Runner:
+    """The background processor of one workspace."""
+
+    def __init__(
+        self,
+        engine: SyncEngine,
+        *,
+        stop: threading.Event | None = None,
+        interval: float | None = None,
+        metrics_port: int | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.engine = engine
+        self.stop = stop or threading.Event()
+        self.interval = engine.config.upload.poll_interval_seconds if interval is None else interval
+        self.metrics_port = metrics_port
+        self.clock = clock or engine.clock
+        self.signals = 0
+        self.cycles = 0
+        self.metrics_url: str | None = None
+        self._offline = False
+        self._paused = False
+        self._registry: CollectorRegistry | None = None
+        self._outcomes: Counter | None = None
+
+    # -- the loop --------------------------------------------------------------
+
+    def run(self, announce: Callable[[str], None] = log.info) -> int:
+        """Poll until stopped; returns the exit code (0). ``announce`` gets the
+        start-up lines (the CLI prints them, a library user may log them)."""
+        self.engine.remote_url()  # a configuration error stops us before the loop
+        _ = self.engine.device_id
+        server = self._start_metrics()
+        announce(
+            f"Running: polling every {self.interval:g}s. "
+            "SIGTERM or Ctrl-C stops after the current cycle."
+        )
+        if self.metrics_url:
+            announce(f"Metrics: {self.metrics_url}")
+        try:
+            while not self.stop.is_set():
+                self.cycle()
+                self.stop.wait(self.interval)
+        finally:
+            if server is not None:
+                httpd, thread = server
+                httpd.shutdown()
+                httpd.server_close()
+                thread.join()
+        log.info("stopped after %d cycle(s)", self.cycles)
+        return 0
+
+    def cycle(self) -> None:
+        """One cycle that never lets an expected failure end the loop."""
+        self.cycles += 1
+        try:
+            report = self.engine.sync_once()
+        except ConnectionFailed as exc:
+            self._count("offline")
+            if not self._offline:
+                log.warning("%s; changes queue locally, retrying every %gs", exc, self.interval)
+            else:
+                log.debug("still offline: %s", exc)
+            self._offline = True
+            return
+        except (AcodeSyncError, psycopg.Error, sqlite3.OperationalError) as exc:
+            # A lock held by a long `now`, a busy database, a server without our
+            # schema: record it for `status`, and try again next time.
+            self._count("error")
+            log.warning("cycle failed: %s", exc)
+            self._note(str(exc))
+            return
+        if self._offline:
+            log.warning("remote reachable again")
+            self._offline = False
+        if report.paused != self._paused:
+            log.warning("sync %s", "paused: changes queue locally" if report.paused else "resumed")
+            self._paused = report.paused
+        self._count("paused" if report.paused else "incomplete" if report.incomplete else "ok")
+        for error in report.push.errors:
+            log.warning("%s", error)
+        if report.push.uploaded:
+            log.info("uploaded %d item(s)", report.push.uploaded)
+
+    # -- stopping ---------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Finish the current cycle, then leave the loop."""
+        self.stop.set()
+
+    def handle_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.signals += 1
+        if self.signals > 1:
+            log.warning("second %s: stopping now", signal.Signals(signum).name)
+            raise SystemExit(EXIT_SYNC_INCOMPLETE)
+        log.warning(
+            "%s: stopping after the current cycle (send it again to stop now)",
+            signal.Signals(signum).name,
+        )
+        # Event.set() takes the event's lock; a handler runs in the main thread,
+        # which may hold that very lock inside Event.wait(). Set it from a thread.
+        threading.Thread(target=self.request_stop, daemon=True).start()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT stop the loop the rq way (main thread only)."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self.handle_signal)
+
+    # -- metrics ----------------------------------------------------------------
+
+    def read_figures(self) -> Health:
+        conn = self.engine.workspace.connect()
+        try:
+            return figures(conn, self.clock(), self.engine.config)
+        finally:
+            conn.close()
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        if self._registry is None:
+            self._registry = build_registry(self.read_figures)
+            self._outcomes = Counter(
+                "acode_sync_cycles",
+                "Cycles of this run process by outcome.",
+                ["outcome"],
+                registry=self._registry,
+            )
+        return self._registry
+
+    def _count(self, outcome: str) -> None:
+        if self._outcomes is not None:
+            self._outcomes.labels(outcome).inc()
+
+    def _start_metrics(self) -> tuple[WSGIServer, threading.Thread] | None:
+        if self.metrics_port is None:
+            return None
+        try:
+            httpd, thread = start_http_server(
+                self.metrics_port, addr=METRICS_ADDR, registry=self.registry
+            )
+        except OSError as exc:
+            raise UsageError(
+                f"--metrics-port {self.metrics_port}: cannot listen on {METRICS_ADDR}: "
+                f"{exc.strerror or exc}"
+            ) from None
+        self.metrics_url = f"http://{METRICS_ADDR}:{httpd.server_port}/metrics"
+        return httpd, thread
+
+    def _note(self, message: str) -> None:
+        try:
+            conn = self.engine.workspace.connect()
+            try:
+                note_error(conn, message, self.clock)
+            finally:
+                conn.close()
+        except (AcodeSyncError, sqlite3.Error) as exc:
+            log.debug("could not record the error: %s", exc)
+
+
+# -- the operator's controls ----------------------------------------------------
+
+
+def set_paused(conn: sqlite3.Connection, paused: bool) -> None:
+    """Persist the pause flag; a paused engine uploads and downloads nothing."""
+    with write(conn):
+        conn.execute("UPDATE sync_state SET paused = ? WHERE id = 1", (int(paused),))
+
+
+@dataclass(frozen=True)
+class Requeued:
+    """One entity whose failed rows ``retry`` put back in the queue."""
+
+    entity_type: str
+    entity_id: str
+    seqs: tuple[int, ...]
+
+
+def requeue_failed(conn: sqlite3.Connection, now: datetime, *, force: bool) -> list[Requeued]:
+    """Put Failed rows back to Pending with a fresh attempt count.
+
+    Without ``force``: rows failed for good (rejected, out of attempts) and rows
+    whose backoff is over. With ``force``: every Failed row. ``last_error`` stays
+    until the outcome is known.
+    """
+    with write(conn):
+        rows = conn.execute(
+            "SELECT seq, entity_type, entity_id FROM sync_outbox WHERE status = 'Failed' "
+            "AND (? OR next_retry_at IS NULL OR next_retry_at <= ?) ORDER BY seq",
+            (int(force), iso(now)),
+        ).fetchall()
+        conn.executemany(
+            "UPDATE sync_outbox SET status = 'Pending', retry_count = 0, next_retry_at = NULL "
+            "WHERE seq = ?",
+            [(row["seq"],) for row in rows],
+        )
+    grouped: dict[tuple[str, str], list[int]] = {}
+    for row in rows:
+        grouped.setdefault((row["entity_type"], row["entity_id"]), []).append(row["seq"])
+    return [Requeued(kind, ident, tuple(seqs)) for (kind, ident), seqs in grouped.items()]
+
+
+def waiting_for_backoff(conn: sqlite3.Connection) -> int:
+    """Failed rows that will retry by themselves later."""
+    row = conn.execute(
+        "SELECT count(*) FROM sync_outbox WHERE status = 'Failed' AND next_retry_at IS NOT NULL"
+    ).fetchone()
+    return int(row[0])
+
+
+def outcome(conn: sqlite3.Connection, item: Requeued) -> OutboxRow:
+    """The newest outbox row of a re-queued entity: it carries the entity's fate."""
+    row = conn.execute(
+        "SELECT * FROM sync_outbox WHERE entity_type = ? AND entity_id = ? "
+        "AND seq >= ? ORDER BY (status = 'Superseded'), seq DESC LIMIT 1",
+        (item.entity_type, item.entity_id, min(item.seqs)),
+    ).fetchone()
+    return OutboxRow(**dict(row))
