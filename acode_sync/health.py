@@ -154,7 +154,10 @@ def figures(conn: sqlite3.Connection, now: datetime, config: SyncConfig) -> Heal
         midnight,
     )
     downloaded_today = _count(
-        conn, "SELECT count(*) FROM sync_inbox WHERE applied_at >= ?", midnight
+        conn,
+        "SELECT count(*) FROM sync_inbox WHERE status IN ('Applied', 'Conflict') "
+        "AND applied_at >= ?",
+        midnight,
     )
     recent = _count(
         conn,

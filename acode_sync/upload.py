@@ -40,7 +40,6 @@ from acode_sync.clock import Clock, iso, utcnow
 from acode_sync.config import SyncConfig
 from acode_sync.errors import (
     BATCH_FAILED,
-    CONFLICT_DETECTED,
     INVALID_PAYLOAD,
     MAX_RETRIES_EXCEEDED,
     BatchFailed,
@@ -273,14 +272,6 @@ class Uploader:
                     self._acknowledge(row, result.version or 0, now)
                 elif result.outcome == "conflict":
                     report.conflicts += 1
-                    log.warning(
-                        "%s: conflict on %s %s: server at version %s, change made on %s",
-                        CONFLICT_DETECTED,
-                        row.entity_type,
-                        row.entity_id,
-                        result.version,
-                        row.base_version,
-                    )
                     conflicts.resolve_push_conflict(
                         self.conn,
                         self.config,
