@@ -11,7 +11,7 @@ from pathlib import Path
 from click.testing import CliRunner
 from ulid import ULID
 
-from acode_sync.cli import sync
+from acode_sync.cli import chat, sync
 from acode_sync.workspace import Workspace
 from tests.fix_local import Cli
 
@@ -119,9 +119,14 @@ def test_non_sqlite_file_is_refused_and_left_alone(tmp_path: Path) -> None:
     assert not (tmp_path / ".agent" / "config.yml").exists()
 
 
-def test_every_command_has_help() -> None:
+def test_every_command_has_help_and_is_in_the_manual() -> None:
+    manual = (Path(__file__).parents[2] / "docs" / "MANUAL.md").read_text()
     runner = CliRunner()
-    for name, command in sync.commands.items():
-        result = runner.invoke(sync, [name, "--help"])
-        assert result.exit_code == 0, name
-        assert command.help, f"{name} has no help text"
+    for group, prefix in ((sync, ""), (chat, "acode chat ")):
+        for name, command in group.commands.items():
+            result = runner.invoke(group, [name, "--help"])
+            assert result.exit_code == 0, name
+            assert command.help, f"{name} has no help text"
+            assert (
+                f"`{prefix}{name}" in manual or f"| `{name}" in manual or (f"`{name} " in manual)
+            ), f"{name} is not in docs/MANUAL.md"
