@@ -86,7 +86,11 @@ class SyncEngine:
         return self.config.remote_url
 
     def sync_once(
-        self, *, ignore_backoff: bool = False, max_batches: int | None = None
+        self,
+        *,
+        ignore_backoff: bool = False,
+        max_batches: int | None = None,
+        pull: bool = True,
     ) -> CycleReport:
         """One full cycle. Raises ConnectionFailed (queue untouched) when offline."""
         conn = self.workspace.connect()
@@ -124,7 +128,8 @@ class SyncEngine:
                         clock=self.clock,
                         conflicts_dir=self.workspace.conflicts_dir,
                     )
-                    report.pull = self._pull(puller, pg, report)
+                    if pull:
+                        report.pull = self._pull(puller, pg, report)
                 now = self.clock()
                 error = _first(report.push.errors)
                 with write(conn):

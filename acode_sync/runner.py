@@ -73,6 +73,7 @@ class Runner:
         self.metrics_url: str | None = None
         self._offline = False
         self._paused = False
+        self._last_pull: datetime | None = None
         self._registry: CollectorRegistry | None = None
         self._outcomes: Counter | None = None
 
@@ -106,8 +107,11 @@ class Runner:
     def cycle(self) -> None:
         """One cycle that never lets an expected failure end the loop."""
         self.cycles += 1
+        now = self.clock()
+        cadence = self.engine.config.download.poll_interval_seconds
+        pull = self._last_pull is None or (now - self._last_pull).total_seconds() >= cadence
         try:
-            report = self.engine.sync_once()
+            report = self.engine.sync_once(pull=pull)
         except ConnectionFailed as exc:
             self._count("offline")
             if not self._offline:
@@ -123,6 +127,8 @@ class Runner:
             log.warning("cycle failed: %s", exc)
             self._note(str(exc))
             return
+        if pull and not report.paused and not report.pull_failed:
+            self._last_pull = now
         if self._offline:
             log.warning("remote reachable again")
             self._offline = False

@@ -25,8 +25,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from acode_sync import store
 from acode_sync.cli import sync
-from acode_sync.cli._common import AcodeGroup
-from acode_sync.cli.operate import register
 from acode_sync.engine import SyncEngine, connect_remote
 from acode_sync.errors import UsageError
 from acode_sync.health import JSON_KEYS
@@ -39,10 +37,7 @@ WAIT_SECONDS = 10.0
 
 
 def commands() -> click.Group:
-    """``acode-sync`` with the operating commands, whether or not sync.py registers them."""
-    group = AcodeGroup("acode-sync", commands=dict(sync.commands))
-    register(group)
-    return group
+    return sync
 
 
 def run_cli(device: Device, *args: str, url: str | None = None) -> Result:
@@ -412,3 +407,26 @@ def test_run_command_exits_0_on_sigterm_after_syncing(
     assert process.returncode == 0, err
     assert out == "Stopped.\n"
     assert "SIGTERM: stopping after the current cycle" in err
+
+
+def test_run_pulls_on_its_own_cadence(alice: Device, server: psycopg.Connection[Any]) -> None:
+    from tests.fix_sync import FakeClock
+
+    conn = alice.db()
+    chat = store.new_chat(conn, "v1")
+    clock = FakeClock()
+    alice.clock = clock
+    runner = Runner(alice.engine(), interval=0, clock=clock)  # download cadence: 30 s
+    runner.cycle()
+    server.execute("UPDATE acode_sync.chats SET title = 'changed on the server'")
+
+    def title() -> str:
+        return str(conn.execute("SELECT title FROM chats WHERE id = ?", (chat,)).fetchone()[0])
+
+    clock.advance(5)
+    runner.cycle()  # an upload poll, not yet a pull
+    assert title() == "v1"
+    clock.advance(25)
+    runner.cycle()
+    assert title() == "changed on the server"
+    conn.close()
