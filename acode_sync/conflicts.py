@@ -163,7 +163,12 @@ def resolve_push_conflict(
     local = Side(
         row.base_version, newest[1] if newest else row.changed_at, device_id, local_payload
     )
-    winner = choose_winner(config.conflict.policy, local, remote, now)
+    # A withdrawal (privacy LOCAL_ONLY on its origin device) is the owner's
+    # privacy decision: it is never overwritten by a policy.
+    if server_row.get("privacy") == "LOCAL_ONLY":
+        winner = "remote"
+    else:
+        winner = choose_winner(config.conflict.policy, local, remote, now)
     record(
         conn,
         config,

@@ -133,6 +133,12 @@ ON CONFLICT (id) DO UPDATE SET
     deleted_at = excluded.deleted_at
 WHERE excluded.version > messages.version
 """
+_SKIP_ORPHANS = """
+UPDATE sync_inbox SET status = 'Skipped', applied_at = ?
+WHERE status = 'Pending' AND entity_type = 'message' AND op = 'upsert'
+  AND NOT EXISTS (SELECT 1 FROM chats c WHERE c.id = json_extract(sync_inbox.payload, '$.chat_id')
+                  AND c.privacy <> 'LOCAL_ONLY')
+"""
 _APPLY_WITHDRAWALS = (
     "DELETE FROM messages WHERE chat_id IN (SELECT entity_id FROM sync_inbox "
     "WHERE status = 'Pending' AND op = 'withdraw' AND entity_type = 'chat')",
@@ -221,6 +227,9 @@ class Puller:
             for statement in _APPLY_WITHDRAWALS:
                 self.conn.execute(statement)
             self.conn.execute(_APPLY_CHATS)
+            # A message whose chat is not here (withdrawn, or LOCAL_ONLY on this
+            # device) stays out: privacy decided elsewhere is not undone here.
+            report.skipped += self.conn.execute(_SKIP_ORPHANS, (now,)).rowcount
             self.conn.execute(_APPLY_MESSAGES)
             applied = self.conn.execute(
                 "UPDATE sync_inbox SET status = 'Applied', applied_at = ? WHERE status = 'Pending'",

@@ -302,7 +302,8 @@ BEGIN
             THEN 'message chat_id missing'
         WHEN i.entity_type = 'message'
              AND NOT EXISTS (SELECT 1 FROM acode_sync.chats c
-                             WHERE c.owner_id = current_user AND c.id = i.payload->>'chat_id')
+                             WHERE c.owner_id = current_user AND c.id = i.payload->>'chat_id'
+                               AND c.privacy <> 'LOCAL_ONLY')
              AND NOT EXISTS (SELECT 1 FROM unnest(items) AS o
                              WHERE o.entity_type = 'chat' AND o.op = 'upsert'
                                AND o.entity_id = i.payload->>'chat_id' AND o.idx < i.idx)

@@ -376,3 +376,37 @@ def test_conflicts_command_shows_both_sides_and_ack_ends_the_conflict_state(
     assert run("conflicts", "--ack", "999").exit_code == 2
     conn.close()
     other.close()
+
+
+def test_a_withdrawal_beats_a_later_edit_from_another_device(
+    laptop: Device, desktop: Device, server: psycopg.Connection[Any]
+) -> None:
+    conn = laptop.db()
+    chat = store.new_chat(conn, "shared, then private")
+    message = store.add_message(conn, chat, "original")
+    laptop.sync()
+    desktop.sync()
+    other = desktop.db()
+    store.set_privacy(other, chat, "LOCAL_ONLY")  # the desktop withdraws the chat
+    desktop.sync()
+    time.sleep(0.01)
+    with write(conn):  # the laptop, not yet aware, edits later (last write would win)
+        conn.execute("UPDATE messages SET content = 'edited later' WHERE id = ?", (message,))
+        conn.execute("UPDATE chats SET title = 'renamed later' WHERE id = ?", (chat,))
+    report = laptop.sync()
+    assert report.push.conflicts + report.push.rejected >= 1
+    assert server.execute(
+        "SELECT count(*) FROM acode_sync.messages WHERE content IS NOT NULL"
+    ).fetchone() == (0,)
+    assert server.execute("SELECT title, privacy FROM acode_sync.chats").fetchone() == (
+        "",
+        "LOCAL_ONLY",
+    )
+    assert rows(laptop, "SELECT count(*) FROM chats") == [(0,)]  # withdrawn here too
+    kept = rows(laptop, "SELECT local_payload FROM sync_conflicts WHERE entity_type = 'chat'")
+    assert json.loads(kept[0][0])["title"] == "renamed later"  # the loser is kept
+    assert rows(desktop, "SELECT title, privacy FROM chats") == [
+        ("shared, then private", "LOCAL_ONLY")
+    ]
+    conn.close()
+    other.close()
