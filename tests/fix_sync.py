@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from acode_sync.cli import sync
 from acode_sync.config import SyncConfig, parse_config
 from acode_sync.engine import CycleReport, SyncEngine, connect_remote
-from acode_sync.workspace import Workspace
+from acode_sync.workspace import Workspace, write
 from tests.fix_pg import PgDatabase
 
 
@@ -100,3 +100,14 @@ def server(pg: PgDatabase) -> psycopg.Connection[Any]:
     conn = pg.admin()
     yield conn
     conn.close()
+
+
+def corrupt(conn: Any, entity_id: str, field: str, value: Any) -> None:
+    """Set one payload field of an entity's newest outbox row: a bad item, made
+    the way a buggy writer or a damaged file would make it."""
+    with write(conn):
+        conn.execute(
+            "UPDATE sync_outbox SET payload = json_set(payload, '$.' || ?, ?) "
+            "WHERE seq = (SELECT max(seq) FROM sync_outbox WHERE entity_id = ?)",
+            (field, value, entity_id),
+        )

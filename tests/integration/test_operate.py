@@ -30,7 +30,7 @@ from acode_sync.errors import UsageError
 from acode_sync.health import JSON_KEYS
 from acode_sync.runner import Runner
 from acode_sync.workspace import write
-from tests.fix_sync import Device
+from tests.fix_sync import Device, FakeClock, corrupt
 
 UNREACHABLE = "postgresql://acode_test_alice@127.0.0.1:1/nothing"
 WAIT_SECONDS = 10.0
@@ -75,16 +75,7 @@ def server_count(server: psycopg.Connection[Any], table: str) -> int:
 
 def spoil(conn: Any, entity_id: str, role: str = "narrator") -> None:
     """Give an outbox row a payload the server rejects (or, with a good role, fix it)."""
-    with write(conn):
-        row = conn.execute(
-            "SELECT seq, payload FROM sync_outbox WHERE entity_id = ? ORDER BY seq DESC",
-            (entity_id,),
-        ).fetchone()
-        payload = json.loads(row["payload"])
-        payload["role"] = role
-        conn.execute(
-            "UPDATE sync_outbox SET payload = ? WHERE seq = ?", (json.dumps(payload), row["seq"])
-        )
+    corrupt(conn, entity_id, "role", role)
 
 
 # -- status -------------------------------------------------------------------
@@ -410,7 +401,6 @@ def test_run_command_exits_0_on_sigterm_after_syncing(
 
 
 def test_run_pulls_on_its_own_cadence(alice: Device, server: psycopg.Connection[Any]) -> None:
-    from tests.fix_sync import FakeClock
 
     conn = alice.db()
     chat = store.new_chat(conn, "v1")

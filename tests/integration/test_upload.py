@@ -3,7 +3,6 @@ isolation of bad items, and the ordering of the change log."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from typing import Any
@@ -15,7 +14,7 @@ from acode_sync import store
 from acode_sync.errors import BatchFailed, ConnectionFailed
 from acode_sync.workspace import write
 from tests.fix_pg import PgDatabase
-from tests.fix_sync import Device
+from tests.fix_sync import Device, FakeClock, corrupt, make_device
 
 
 def outbox_statuses(device: Device) -> dict[str, int]:
@@ -132,15 +131,7 @@ def test_one_invalid_item_fails_alone_and_the_queue_moves_on(
     chat = store.new_chat(conn, "t")
     alice.sync()
     ids = [store.add_message(conn, chat, f"m{i}") for i in range(50)]
-    with write(conn):
-        row = conn.execute(
-            "SELECT seq, payload FROM sync_outbox WHERE entity_id = ?", (ids[17],)
-        ).fetchone()
-        payload = json.loads(row["payload"])
-        payload["role"] = "narrator"
-        conn.execute(
-            "UPDATE sync_outbox SET payload = ? WHERE seq = ?", (json.dumps(payload), row["seq"])
-        )
+    corrupt(conn, ids[17], "role", "narrator")
     report = alice.sync()
     assert (report.push.applied, report.push.rejected) == (49, 1)
     failed = conn.execute(
@@ -168,15 +159,8 @@ def test_item_the_server_cannot_even_parse_is_isolated(
     chat = store.new_chat(conn, "t")
     alice.sync()
     ids = [store.add_message(conn, chat, f"m{i}") for i in range(6)]
-    with write(conn):  # passes the server's checks but fails its cast: month 13
-        row = conn.execute(
-            "SELECT seq, payload FROM sync_outbox WHERE entity_id = ?", (ids[3],)
-        ).fetchone()
-        payload = json.loads(row["payload"])
-        payload["created_at"] = "2026-13-01T00:00:00.000Z"
-        conn.execute(
-            "UPDATE sync_outbox SET payload = ? WHERE seq = ?", (json.dumps(payload), row["seq"])
-        )
+    # Passes the server's checks but fails its cast: month 13.
+    corrupt(conn, ids[3], "created_at", "2026-13-01T00:00:00.000Z")
     report = alice.sync()
     assert (report.push.applied, report.push.rejected) == (5, 1)
     assert server.execute("SELECT count(*) FROM acode_sync.messages").fetchone() == (5,)
@@ -217,7 +201,6 @@ def test_privacy_is_rechecked_at_send_time(alice: Device, server: psycopg.Connec
 
 
 def test_two_owners_see_only_their_own_rows(tmp_path: Any, pg: PgDatabase) -> None:
-    from tests.fix_sync import make_device
 
     a = make_device(tmp_path, "a", pg.device_url("alice"))
     b = make_device(tmp_path, "b", pg.device_url("bob"))
@@ -355,19 +338,13 @@ def test_server_clamps_change_times_from_the_future(
 
 
 def test_retention_prunes_synced_history_but_never_open_items(alice: Device) -> None:
-    from tests.fix_sync import FakeClock
 
     conn = alice.db()
     chat = store.new_chat(conn, "t")
     store.add_message(conn, chat, "synced long ago")
     alice.sync()
     failing = store.add_message(conn, chat, "rejected, kept")
-    with write(conn):
-        conn.execute(
-            "UPDATE sync_outbox SET payload = json_set(payload, '$.role', 'narrator') "
-            "WHERE entity_id = ?",
-            (failing,),
-        )
+    corrupt(conn, failing, "role", "narrator")
     clock = FakeClock()  # eight days on, past the 7-day retention default
     clock.now = clock.now.replace(year=2027)
     alice.clock = clock
