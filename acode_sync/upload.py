@@ -170,10 +170,11 @@ class Uploader:
         """Privacy again, as the entity is now: LOCAL_ONLY is withheld, REDACTED stripped."""
         items: list[tuple[OutboxRow, str]] = []
         withheld: list[OutboxRow] = []
+        levels = privacy_levels(self.conn, batch)
         for row in batch:
             payload = row.payload
             if row.op == "upsert":
-                level = effective_privacy(self.conn, row.entity_type, row.entity_id)
+                level = levels.get((row.entity_type, row.entity_id), "FULL")
                 if level == "LOCAL_ONLY":
                     withheld.append(row)
                     continue
@@ -251,6 +252,7 @@ class Uploader:
     ) -> None:
         by_key = {result.key: result for result in results}
         now = iso(self.clock())
+        acked: list[tuple[int, str, str, int, int]] = []
         with write(self.conn):
             for row, payload in items:
                 result = by_key.get(row.idempotency_key)
@@ -263,14 +265,23 @@ class Uploader:
                         None,
                     )
                 report.sent += 1
-                self._supersede_older(row, now)
                 if result.outcome in ("applied", "duplicate"):
                     if result.outcome == "applied":
                         report.applied += 1
                     else:
                         report.duplicates += 1
-                    self._acknowledge(row, result.version or 0, now)
-                elif result.outcome == "conflict":
+                    acked.append(
+                        (
+                            row.seq,
+                            row.entity_type,
+                            row.entity_id,
+                            row.base_version,
+                            result.version or 0,
+                        )
+                    )
+                    continue
+                self._supersede_older(row, now)
+                if result.outcome == "conflict":
                     report.conflicts += 1
                     conflicts.resolve_push_conflict(
                         self.conn,
@@ -294,30 +305,8 @@ class Uploader:
                         (reason, row.seq),
                     )
                     self._set_entity_status(row, "Failed")
-
-    def _acknowledge(self, row: OutboxRow, version: int, now: str) -> None:
-        self.conn.execute(
-            "UPDATE sync_outbox SET status = 'Synced', synced_at = ?, last_error = NULL, "
-            "next_retry_at = NULL WHERE seq = ?",
-            (now, row.seq),
-        )
-        # A device never conflicts with itself: rows of this entity captured on
-        # the base just acknowledged are rebased onto the new version.
-        self.conn.execute(
-            "UPDATE sync_outbox SET base_version = ? WHERE entity_type = ? AND entity_id = ? "
-            "AND seq > ? AND base_version = ? AND status IN ('Pending', 'Failed')",
-            (version, row.entity_type, row.entity_id, row.seq, row.base_version),
-        )
-        table = "chats" if row.entity_type == "chat" else "messages"
-        still_open = self.conn.execute(
-            "SELECT 1 FROM sync_outbox WHERE entity_type = ? AND entity_id = ? "
-            "AND status IN ('Pending', 'Failed') LIMIT 1",
-            (row.entity_type, row.entity_id),
-        ).fetchone()
-        self.conn.execute(
-            f"UPDATE {table} SET version = max(version, ?), sync_status = ? WHERE id = ?",
-            (version, "Pending" if still_open else "Synced", row.entity_id),
-        )
+            if acked:
+                acknowledge(self.conn, acked, now)
 
     def _supersede_older(self, row: OutboxRow, now: str) -> None:
         self.conn.execute(
@@ -334,23 +323,74 @@ class Uploader:
         )
 
 
-def effective_privacy(conn: sqlite3.Connection, entity_type: str, entity_id: str) -> str:
-    """The entity's privacy now: a message's is the stricter of its own and its chat's."""
-    if entity_type == "chat":
-        found = conn.execute("SELECT privacy FROM chats WHERE id = ?", (entity_id,)).fetchone()
-        return str(found[0]) if found else "FULL"
-    found = conn.execute(
-        "SELECT m.privacy, coalesce(c.privacy, 'FULL') FROM messages m "
-        "LEFT JOIN chats c ON c.id = m.chat_id WHERE m.id = ?",
-        (entity_id,),
-    ).fetchone()
-    if not found:
-        return "FULL"
-    levels = set(found)
-    for level in ("LOCAL_ONLY", "REDACTED"):
-        if level in levels:
-            return level
-    return "FULL"
+def privacy_levels(
+    conn: sqlite3.Connection, rows: Sequence[OutboxRow]
+) -> dict[tuple[str, str], str]:
+    """Each entity's privacy now, in two queries for the whole batch: a
+    message's is the stricter of its own and its chat's."""
+    chats = json.dumps([r.entity_id for r in rows if r.entity_type == "chat"])
+    messages = json.dumps([r.entity_id for r in rows if r.entity_type == "message"])
+    levels = {
+        ("chat", str(entity_id)): str(level)
+        for entity_id, level in conn.execute(
+            "SELECT id, privacy FROM chats WHERE id IN (SELECT value FROM json_each(?))",
+            (chats,),
+        )
+    }
+    for entity_id, own, chat in conn.execute(
+        "SELECT m.id, m.privacy, coalesce(c.privacy, 'FULL') FROM messages m "
+        "LEFT JOIN chats c ON c.id = m.chat_id WHERE m.id IN (SELECT value FROM json_each(?))",
+        (messages,),
+    ):
+        strictest = max((own, chat), key=PRIVACY_RANK.__getitem__)
+        levels[("message", str(entity_id))] = str(strictest)
+    return levels
+
+
+PRIVACY_RANK = {"FULL": 0, "REDACTED": 1, "LOCAL_ONLY": 2}
+
+# Acknowledged rows, set-based: one pass per statement for the whole batch,
+# each driven from the acknowledged rows through the entity index.
+_ACK_TABLE = (
+    "CREATE TEMP TABLE IF NOT EXISTS sync_acked (seq INTEGER PRIMARY KEY, "
+    "entity_type TEXT NOT NULL, entity_id TEXT NOT NULL, base_version INTEGER NOT NULL, "
+    "version INTEGER NOT NULL)"
+)
+_ACK_STATEMENTS = (
+    "UPDATE sync_outbox SET status = 'Synced', synced_at = :now, last_error = NULL, "
+    "next_retry_at = NULL WHERE seq IN (SELECT seq FROM temp.sync_acked)",
+    # What an acknowledged row stands for, its entity's older open rows, is done.
+    "UPDATE sync_outbox SET status = 'Superseded', synced_at = :now WHERE seq IN ("
+    " SELECT o.seq FROM temp.sync_acked a JOIN sync_outbox o"
+    " ON o.entity_id = a.entity_id AND o.status IN ('Pending', 'Failed')"
+    " AND o.seq < a.seq AND o.entity_type = a.entity_type)",
+    # A device never conflicts with itself: its rows captured on the base just
+    # acknowledged are rebased onto the new version.
+    "UPDATE sync_outbox SET base_version = a.version FROM temp.sync_acked a "
+    "WHERE sync_outbox.entity_id = a.entity_id AND sync_outbox.status IN ('Pending', 'Failed') "
+    "AND sync_outbox.entity_type = a.entity_type AND sync_outbox.seq > a.seq "
+    "AND sync_outbox.base_version = a.base_version",
+    *(
+        f"UPDATE {table} SET version = max({table}.version, a.version), sync_status = "
+        "CASE WHEN EXISTS (SELECT 1 FROM sync_outbox o WHERE o.entity_id = a.entity_id "
+        f"AND o.status IN ('Pending', 'Failed') AND o.entity_type = '{kind}') "
+        "THEN 'Pending' ELSE 'Synced' END "
+        f"FROM temp.sync_acked a WHERE a.entity_type = '{kind}' AND {table}.id = a.entity_id"
+        for table, kind in (("chats", "chat"), ("messages", "message"))
+    ),
+)
+
+
+def acknowledge(
+    conn: sqlite3.Connection, acked: Sequence[tuple[int, str, str, int, int]], now: str
+) -> None:
+    """Mark (seq, entity_type, entity_id, base_version, server_version) rows
+    Synced, inside the caller's write transaction."""
+    conn.execute(_ACK_TABLE)
+    conn.execute("DELETE FROM temp.sync_acked")
+    conn.executemany("INSERT INTO temp.sync_acked VALUES (?, ?, ?, ?, ?)", acked)
+    for statement in _ACK_STATEMENTS:
+        conn.execute(statement, {"now": now})
 
 
 def _wire_items(items: Sequence[tuple[OutboxRow, str]]) -> str:

@@ -233,12 +233,27 @@ $$;
 CREATE OR REPLACE FUNCTION acode_sync.push(p_batch_id text, p_device text, p_items jsonb)
 RETURNS TABLE (idx integer, idempotency_key text, result text, version bigint,
                reason text, server_row jsonb)
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+-- Planned for each call with the real arrays: a cached generic plan guesses
+-- their sizes and, on young statistics, scans whole tables for every batch.
+SET plan_cache_mode = force_custom_plan
+AS $$
 #variable_conflict use_column
 DECLARE
     items acode_sync.push_item[];
-    done text[];
+    keys text[];           -- every idempotency key of the batch
+    chat_ids text[];       -- chats the batch changes
+    message_ids text[];    -- messages the batch changes
+    named_chats text[];    -- chats the batch's messages belong to
+    known_chats text[];    -- ... of those, the ones on the server and not withdrawn
+    done text[];           -- 'chat:<id>' / 'message:<id>' actually written
+    server_rows jsonb;     -- the same keys -> the server's row, for conflicts
 BEGIN
+    -- Every lookup below goes through `= ANY (array)` on a primary or unique
+    -- key: one index probe per id, never a join the planner could turn into a
+    -- scan of a whole table per item on a table whose statistics are young.
+
     -- Parse; the client's change time is kept unless it lies in the future,
     -- where it is clamped to the server's clock (last-write-wins compares them).
     SELECT array_agg(ROW(
@@ -252,16 +267,33 @@ BEGIN
     INTO items
     FROM jsonb_array_elements(p_items) WITH ORDINALITY AS e(item, ord);
 
+    SELECT array_agg(i.key),
+           array_agg(i.entity_id) FILTER (WHERE i.entity_type = 'chat'),
+           array_agg(i.entity_id) FILTER (WHERE i.entity_type = 'message'),
+           array_agg(DISTINCT i.payload->>'chat_id') FILTER (WHERE i.entity_type = 'message'
+                                                             AND i.op = 'upsert')
+             || array_agg(i.entity_id) FILTER (WHERE i.entity_type = 'chat'
+                                                AND i.op = 'upsert')
+    INTO keys, chat_ids, message_ids, named_chats
+    FROM unnest(items) i;
+
+    SELECT array_agg(c.id) INTO known_chats
+    FROM acode_sync.chats c
+    WHERE c.owner_id = current_user AND c.id = ANY (named_chats) AND c.privacy <> 'LOCAL_ONLY';
+
     -- Duplicates: the key is already in this owner's change log.
-    SELECT array_agg(CASE WHEN c.version IS NULL THEN i
-                          ELSE ROW(i.idx, i.key, i.entity_type, i.entity_id, i.op,
-                                   i.base_version, i.changed_at, i.payload,
-                                   'duplicate', c.version, NULL)::acode_sync.push_item END
-                     ORDER BY i.idx)
+    WITH logged AS (
+        SELECT c.idempotency_key AS key, c.version
+        FROM acode_sync.changes c
+        WHERE c.owner_id = current_user AND c.idempotency_key = ANY (keys)
+    )
+    SELECT array_agg(ROW(i.idx, i.key, i.entity_type, i.entity_id, i.op, i.base_version,
+                         i.changed_at, i.payload,
+                         CASE WHEN l.key IS NOT NULL THEN 'duplicate' END, l.version,
+                         NULL)::acode_sync.push_item ORDER BY i.idx)
     INTO items
     FROM unnest(items) AS i
-    LEFT JOIN acode_sync.changes c
-           ON c.owner_id = current_user AND c.idempotency_key = i.key;
+    LEFT JOIN logged l ON l.key = i.key;
 
     -- Validation: what the server will not store, it rejects item by item.
     SELECT array_agg(CASE WHEN i.result IS NOT NULL OR v.problem IS NULL THEN i
@@ -284,8 +316,10 @@ BEGIN
         WHEN i.payload->>'id' IS DISTINCT FROM i.entity_id THEN 'payload id differs from entity_id'
         WHEN coalesce(i.payload->>'privacy', '') NOT IN ('FULL', 'REDACTED')
             THEN format('privacy %L cannot be uploaded', i.payload->>'privacy')
-        WHEN NOT acode_sync.iso_time_ok(i.payload->'created_at') THEN 'created_at must be an ISO-8601 time'
-        WHEN NOT acode_sync.iso_time_ok(i.payload->'updated_at') THEN 'updated_at must be an ISO-8601 time'
+        WHEN NOT acode_sync.iso_time_ok(i.payload->'created_at')
+            THEN 'created_at must be an ISO-8601 time'
+        WHEN NOT acode_sync.iso_time_ok(i.payload->'updated_at')
+            THEN 'updated_at must be an ISO-8601 time'
         WHEN jsonb_typeof(i.payload->'deleted_at') NOT IN ('null', 'string')
              OR (jsonb_typeof(i.payload->'deleted_at') = 'string'
                  AND NOT acode_sync.iso_time_ok(i.payload->'deleted_at'))
@@ -301,12 +335,8 @@ BEGIN
         WHEN i.entity_type = 'message' AND coalesce(i.payload->>'chat_id', '') = ''
             THEN 'message chat_id missing'
         WHEN i.entity_type = 'message'
-             AND NOT EXISTS (SELECT 1 FROM acode_sync.chats c
-                             WHERE c.owner_id = current_user AND c.id = i.payload->>'chat_id'
-                               AND c.privacy <> 'LOCAL_ONLY')
-             AND NOT EXISTS (SELECT 1 FROM unnest(items) AS o
-                             WHERE o.entity_type = 'chat' AND o.op = 'upsert'
-                               AND o.entity_id = i.payload->>'chat_id' AND o.idx < i.idx)
+             AND NOT (i.payload->>'chat_id' = ANY (coalesce(known_chats, '{}')))
+             AND NOT (i.payload->>'chat_id' = ANY (coalesce(chat_ids, '{}')))
             THEN format('chat %s is not on the server', i.payload->>'chat_id')
         END AS problem) AS v;
 
@@ -315,16 +345,12 @@ BEGIN
     WITH cur_chats AS (
         SELECT 'chat' AS entity_type, c.id, c.version, to_jsonb(c) - 'owner_id' AS row
         FROM acode_sync.chats c
-        WHERE c.owner_id = current_user
-          AND c.id IN (SELECT i.entity_id FROM unnest(items) i
-                       WHERE i.entity_type = 'chat' AND i.result IS NULL)
+        WHERE c.owner_id = current_user AND c.id = ANY (chat_ids)
         FOR UPDATE
     ), cur_messages AS (
         SELECT 'message' AS entity_type, m.id, m.version, to_jsonb(m) - 'owner_id' AS row
         FROM acode_sync.messages m
-        WHERE m.owner_id = current_user
-          AND m.id IN (SELECT i.entity_id FROM unnest(items) i
-                       WHERE i.entity_type = 'message' AND i.result IS NULL)
+        WHERE m.owner_id = current_user AND m.id = ANY (message_ids)
         FOR UPDATE
     ), found AS (
         SELECT * FROM cur_chats UNION ALL SELECT * FROM cur_messages
@@ -338,8 +364,7 @@ BEGIN
                f.row
         FROM unnest(items) i
         JOIN found f ON f.entity_type = i.entity_type AND f.id = i.entity_id
-        WHERE i.result IS NULL AND i.op = 'upsert'
-          AND f.version <> i.base_version
+        WHERE i.result IS NULL AND i.op = 'upsert' AND f.version <> i.base_version
         RETURNING entity_type, entity_id
     )
     SELECT array_agg(ROW(i.idx, i.key, i.entity_type, i.entity_id, i.op,
@@ -353,25 +378,20 @@ BEGIN
     LEFT JOIN logged l ON l.entity_type = i.entity_type AND l.entity_id = i.entity_id
                       AND i.result IS NULL;
 
-    -- Apply chats, then messages (a chat travels before what refers to it).
-    -- `version` of an unresolved item holds the server's current version (or
-    -- NULL for a new entity); the write gives the next one.
+    -- Apply: chats, then messages (a chat travels before what refers to it).
+    -- `version` of an unresolved item holds the server's current version (NULL
+    -- for a new entity); the write gives the next one, and only if the row is
+    -- still at that version (a concurrent writer makes it a conflict instead).
     WITH written AS (
         INSERT INTO acode_sync.chats AS c (owner_id, id, title, privacy, created_at,
                                            updated_at, deleted_at, version, changed_at,
                                            origin_device, idempotency_key, batch_id)
-        SELECT current_user, i.entity_id,
-               CASE WHEN i.op = 'withdraw' THEN '' ELSE i.payload->>'title' END,
-               CASE WHEN i.op = 'withdraw' THEN 'LOCAL_ONLY' ELSE i.payload->>'privacy' END,
-               coalesce((i.payload->>'created_at')::timestamptz, cur.created_at, now()),
-               coalesce((i.payload->>'updated_at')::timestamptz, now()),
-               CASE WHEN i.op = 'withdraw' THEN cur.deleted_at
-                    ELSE (i.payload->>'deleted_at')::timestamptz END,
+        SELECT current_user, i.entity_id, i.payload->>'title', i.payload->>'privacy',
+               (i.payload->>'created_at')::timestamptz, (i.payload->>'updated_at')::timestamptz,
+               (i.payload->>'deleted_at')::timestamptz,
                coalesce(i.version, 0) + 1, i.changed_at, p_device, i.key, p_batch_id
         FROM unnest(items) i
-        LEFT JOIN acode_sync.chats cur ON cur.owner_id = current_user AND cur.id = i.entity_id
-        WHERE i.result IS NULL AND i.entity_type = 'chat'
-          AND (i.op = 'upsert' OR i.version IS NOT NULL)
+        WHERE i.result IS NULL AND i.entity_type = 'chat' AND i.op = 'upsert'
         ON CONFLICT (owner_id, id) DO UPDATE SET
             title = EXCLUDED.title, privacy = EXCLUDED.privacy,
             created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,
@@ -380,8 +400,20 @@ BEGIN
             idempotency_key = EXCLUDED.idempotency_key, batch_id = EXCLUDED.batch_id
         WHERE c.version = EXCLUDED.version - 1
         RETURNING 'chat:' || c.id AS ref
+    ), withdrawn AS (
+        -- A withdrawal is never a conflict: it is the owner's privacy decision.
+        UPDATE acode_sync.chats c
+        SET title = '', privacy = 'LOCAL_ONLY', version = c.version + 1,
+            changed_at = i.changed_at, origin_device = p_device,
+            idempotency_key = i.key, batch_id = p_batch_id
+        FROM unnest(items) i
+        WHERE c.owner_id = current_user AND c.id = ANY (chat_ids)
+          AND i.entity_id = c.id AND i.result IS NULL AND i.entity_type = 'chat'
+          AND i.op = 'withdraw'
+        RETURNING 'chat:' || c.id AS ref
     )
-    SELECT array_agg(ref) INTO done FROM written;
+    SELECT array_agg(ref) INTO done
+    FROM (SELECT ref FROM written UNION ALL SELECT ref FROM withdrawn) w;
 
     -- A withdrawn chat takes its messages with it.
     UPDATE acode_sync.messages m
@@ -389,31 +421,23 @@ BEGIN
         changed_at = i.changed_at, origin_device = p_device,
         idempotency_key = i.key || ':' || m.id, batch_id = p_batch_id
     FROM unnest(items) i
-    WHERE i.result IS NULL AND i.entity_type = 'chat' AND i.op = 'withdraw'
-      AND m.owner_id = current_user AND m.chat_id = i.entity_id
-      AND m.privacy <> 'LOCAL_ONLY';
+    WHERE m.owner_id = current_user AND m.chat_id = ANY (chat_ids)
+      AND m.chat_id = i.entity_id AND i.result IS NULL AND i.entity_type = 'chat'
+      AND i.op = 'withdraw' AND m.privacy <> 'LOCAL_ONLY';
 
     WITH written AS (
         INSERT INTO acode_sync.messages AS m (owner_id, id, chat_id, role, content, privacy,
                                               created_at, updated_at, deleted_at, version,
                                               changed_at, origin_device, idempotency_key,
                                               batch_id)
-        SELECT current_user, i.entity_id,
-               coalesce(i.payload->>'chat_id', cur.chat_id),
-               coalesce(i.payload->>'role', cur.role),
-               CASE WHEN i.op = 'upsert' AND i.payload->>'privacy' = 'FULL'
-                    THEN i.payload->>'content' END,
-               CASE WHEN i.op = 'withdraw' THEN 'LOCAL_ONLY' ELSE i.payload->>'privacy' END,
-               coalesce((i.payload->>'created_at')::timestamptz, cur.created_at, now()),
-               coalesce((i.payload->>'updated_at')::timestamptz, now()),
-               CASE WHEN i.op = 'withdraw' THEN cur.deleted_at
-                    ELSE (i.payload->>'deleted_at')::timestamptz END,
+        SELECT current_user, i.entity_id, i.payload->>'chat_id', i.payload->>'role',
+               CASE WHEN i.payload->>'privacy' = 'FULL' THEN i.payload->>'content' END,
+               i.payload->>'privacy',
+               (i.payload->>'created_at')::timestamptz, (i.payload->>'updated_at')::timestamptz,
+               (i.payload->>'deleted_at')::timestamptz,
                coalesce(i.version, 0) + 1, i.changed_at, p_device, i.key, p_batch_id
         FROM unnest(items) i
-        LEFT JOIN acode_sync.messages cur
-               ON cur.owner_id = current_user AND cur.id = i.entity_id
-        WHERE i.result IS NULL AND i.entity_type = 'message'
-          AND (i.op = 'upsert' OR i.version IS NOT NULL)
+        WHERE i.result IS NULL AND i.entity_type = 'message' AND i.op = 'upsert'
         ON CONFLICT (owner_id, id) DO UPDATE SET
             chat_id = EXCLUDED.chat_id, role = EXCLUDED.role, content = EXCLUDED.content,
             privacy = EXCLUDED.privacy, created_at = EXCLUDED.created_at,
@@ -423,37 +447,56 @@ BEGIN
             idempotency_key = EXCLUDED.idempotency_key, batch_id = EXCLUDED.batch_id
         WHERE m.version = EXCLUDED.version - 1
         RETURNING 'message:' || m.id AS ref
+    ), withdrawn AS (
+        UPDATE acode_sync.messages m
+        SET content = NULL, privacy = 'LOCAL_ONLY', version = m.version + 1,
+            changed_at = i.changed_at, origin_device = p_device,
+            idempotency_key = i.key, batch_id = p_batch_id
+        FROM unnest(items) i
+        WHERE m.owner_id = current_user AND m.id = ANY (message_ids)
+          AND i.entity_id = m.id AND i.result IS NULL AND i.entity_type = 'message'
+          AND i.op = 'withdraw'
+        RETURNING 'message:' || m.id AS ref
     )
-    SELECT coalesce(done, '{}') || coalesce(array_agg(ref), '{}') INTO done FROM written;
+    SELECT coalesce(done, '{}') || coalesce(array_agg(ref), '{}') INTO done
+    FROM (SELECT ref FROM written UNION ALL SELECT ref FROM withdrawn) w;
 
     -- Results. An unresolved item that was written is applied at the next
     -- version; a withdrawal of something the server never had is applied as
     -- a no-op (version 0); one that lost a race for its row is a conflict.
+    SELECT array_agg(ROW(i.idx, i.key, i.entity_type, i.entity_id, i.op, i.base_version,
+                         i.changed_at, i.payload,
+                         CASE WHEN i.result IS NOT NULL THEN i.result
+                              WHEN d.ref IS NOT NULL THEN 'applied'
+                              WHEN i.op = 'withdraw' AND i.version IS NULL THEN 'applied'
+                              ELSE 'conflict' END,
+                         CASE WHEN i.result IS NOT NULL THEN i.version
+                              WHEN d.ref IS NOT NULL THEN coalesce(i.version, 0) + 1
+                              ELSE coalesce(i.version, 0) END,
+                         i.reason)::acode_sync.push_item ORDER BY i.idx)
+    INTO items
+    FROM unnest(items) i
+    LEFT JOIN unnest(coalesce(done, '{}')) AS d(ref)
+           ON d.ref = i.entity_type || ':' || i.entity_id AND i.result IS NULL;
+
+    -- The server's row for each conflict, looked up by key (conflicts are few).
+    SELECT array_agg(i.entity_id) FILTER (WHERE i.entity_type = 'chat'),
+           array_agg(i.entity_id) FILTER (WHERE i.entity_type = 'message')
+    INTO chat_ids, message_ids
+    FROM unnest(items) i WHERE i.result = 'conflict';
+    SELECT coalesce(jsonb_object_agg('chat:' || c.id, to_jsonb(c) - 'owner_id'), '{}')
+    INTO server_rows
+    FROM acode_sync.chats c WHERE c.owner_id = current_user AND c.id = ANY (chat_ids);
+    SELECT server_rows
+           || coalesce(jsonb_object_agg('message:' || m.id, to_jsonb(m) - 'owner_id'), '{}')
+    INTO server_rows
+    FROM acode_sync.messages m WHERE m.owner_id = current_user AND m.id = ANY (message_ids);
+
     RETURN QUERY
-    SELECT r.idx, r.key, r.outcome,
-           CASE WHEN r.result IS NOT NULL THEN r.version
-                WHEN r.outcome = 'applied' AND r.written THEN coalesce(r.version, 0) + 1
-                ELSE coalesce(r.version, 0) END,
-           r.reason,
-           CASE WHEN r.outcome <> 'conflict' THEN NULL
-                WHEN r.entity_type = 'chat' THEN
-                    (SELECT to_jsonb(c) - 'owner_id' FROM acode_sync.chats c
-                     WHERE c.owner_id = current_user AND c.id = r.entity_id)
-                ELSE (SELECT to_jsonb(m) - 'owner_id' FROM acode_sync.messages m
-                      WHERE m.owner_id = current_user AND m.id = r.entity_id)
-           END
-    FROM (
-        SELECT i.*, w.written,
-               CASE WHEN i.result IS NOT NULL THEN i.result
-                    WHEN w.written THEN 'applied'
-                    WHEN i.op = 'withdraw' AND i.version IS NULL THEN 'applied'
-                    ELSE 'conflict' END AS outcome
-        FROM unnest(items) i
-        CROSS JOIN LATERAL (
-            SELECT (i.entity_type || ':' || i.entity_id) = ANY (coalesce(done, '{}')) AS written
-        ) w
-    ) r
-    ORDER BY r.idx;
+    SELECT i.idx, i.key, i.result, i.version, i.reason,
+           server_rows -> (i.entity_type || ':' || i.entity_id)
+    FROM unnest(items) i
+    ORDER BY i.idx;
 END
 $$;
 
