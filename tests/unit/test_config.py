@@ -96,3 +96,12 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid YAML") as caught:
         load_config(path, environ={})
     assert caught.value.key.startswith("line ")
+
+
+def test_passwords_are_never_printed() -> None:
+    from acode_sync.remote import redact
+
+    shown = redact("postgresql://alice:s3cret@db.example:6543/acode")
+    assert "s3cret" not in shown
+    assert shown == "postgresql://alice@db.example:6543/acode"
+    assert "hunter2" not in redact("host=h user=u password=hunter2 dbname=d")
