@@ -133,6 +133,13 @@ ON CONFLICT (id) DO UPDATE SET
     deleted_at = excluded.deleted_at
 WHERE excluded.version > messages.version
 """
+_CONFLICTING = """
+SELECT * FROM sync_inbox i
+WHERE i.status = 'Pending'
+  AND EXISTS (SELECT 1 FROM sync_outbox o WHERE o.entity_id = i.entity_id
+              AND o.status IN ('Pending', 'Failed') AND o.entity_type = i.entity_type)
+ORDER BY i.seq
+"""
 _SKIP_ORPHANS = """
 UPDATE sync_inbox SET status = 'Skipped', applied_at = ?
 WHERE status = 'Pending' AND entity_type = 'message' AND op = 'upsert'
@@ -198,13 +205,11 @@ class Puller:
 
     def apply_inbox(self, report: PullReport) -> None:
         """Apply every pending inbox row in one guarded transaction."""
+        waiting = "SELECT 1 FROM sync_inbox WHERE status = 'Pending' LIMIT 1"
+        if self.conn.execute(waiting).fetchone() is None:
+            return
         now = iso(self.clock())
         with applying_remote(self.conn):
-            pending = self.conn.execute(
-                "SELECT * FROM sync_inbox WHERE status = 'Pending' ORDER BY seq"
-            ).fetchall()
-            if not pending:
-                return
             # This device's own changes come back through the log: not re-applied.
             own = self.conn.execute(
                 "UPDATE sync_inbox SET status = 'Skipped', applied_at = ? "
@@ -212,17 +217,9 @@ class Puller:
                 (now, self.device_id),
             ).rowcount
             report.skipped += own
-            open_entities = {
-                (t, i)
-                for t, i in self.conn.execute(
-                    "SELECT DISTINCT entity_type, entity_id FROM sync_outbox "
-                    "WHERE status IN ('Pending', 'Failed')"
-                )
-            }
-            for row in pending:
-                key = (row["entity_type"], row["entity_id"])
-                if row["origin_device"] == self.device_id or key not in open_entities:
-                    continue
+            # Conflicts: remote changes for entities with local changes pending,
+            # found through the outbox's index of open rows, one probe per change.
+            for row in self.conn.execute(_CONFLICTING).fetchall():
                 self._resolve(row, now, report)
             for statement in _APPLY_WITHDRAWALS:
                 self.conn.execute(statement)

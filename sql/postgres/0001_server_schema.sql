@@ -8,6 +8,11 @@
 -- row whose lock is held to commit (so seq order is commit order); a unique
 -- (owner_id, idempotency_key); a conflict log; row-level security per owner.
 -- No session state anywhere: it runs behind PgBouncer in transaction mode.
+--
+-- owner_id is COLLATE "C", the collation of current_user (type name): every
+-- `owner_id = current_user` must be an index condition, and with the
+-- database's default collation on the column it is not (a pull then scans the
+-- whole change log for every page).
 
 BEGIN;
 SET LOCAL client_min_messages = warning;  -- no NOTICE per IF NOT EXISTS
@@ -33,7 +38,7 @@ $$;
 -- its data removed, kept so that versions stay ordered.
 
 CREATE TABLE IF NOT EXISTS acode_sync.chats (
-    owner_id         text NOT NULL DEFAULT current_user,
+    owner_id         text COLLATE "C" NOT NULL DEFAULT current_user,
     id               text NOT NULL,
     title            text NOT NULL DEFAULT '',
     privacy          text NOT NULL DEFAULT 'FULL'
@@ -51,7 +56,7 @@ CREATE TABLE IF NOT EXISTS acode_sync.chats (
 );
 
 CREATE TABLE IF NOT EXISTS acode_sync.messages (
-    owner_id         text NOT NULL DEFAULT current_user,
+    owner_id         text COLLATE "C" NOT NULL DEFAULT current_user,
     id               text NOT NULL,
     chat_id          text NOT NULL,
     role             text NOT NULL CHECK (role IN ('user', 'assistant', 'system', 'tool')),
@@ -75,12 +80,12 @@ CREATE INDEX IF NOT EXISTS messages_chat ON acode_sync.messages (owner_id, chat_
 -- ----------------------------------------------------------- change log ----
 
 CREATE TABLE IF NOT EXISTS acode_sync.owner_clock (
-    owner_id  text PRIMARY KEY,
+    owner_id  text COLLATE "C" PRIMARY KEY,
     seq       bigint NOT NULL DEFAULT 0
 );
 
 CREATE TABLE IF NOT EXISTS acode_sync.changes (
-    owner_id         text NOT NULL,
+    owner_id         text COLLATE "C" NOT NULL,
     seq              bigint NOT NULL,
     entity_type      text NOT NULL CHECK (entity_type IN ('chat', 'message')),
     entity_id        text NOT NULL,
@@ -99,7 +104,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS changes_idempotency
     ON acode_sync.changes (owner_id, idempotency_key);
 
 CREATE TABLE IF NOT EXISTS acode_sync.conflicts (
-    owner_id         text NOT NULL DEFAULT current_user,
+    owner_id         text COLLATE "C" NOT NULL DEFAULT current_user,
     id               bigint GENERATED ALWAYS AS IDENTITY,
     detected_at      timestamptz NOT NULL DEFAULT now(),
     entity_type      text NOT NULL,

@@ -104,7 +104,8 @@ CREATE TABLE IF NOT EXISTS sync_inbox (
     received_at      TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
     applied_at       TEXT
 );
-CREATE INDEX IF NOT EXISTS sync_inbox_status ON sync_inbox (status, seq);
+-- Only rows still to apply are indexed.
+CREATE INDEX IF NOT EXISTS sync_inbox_pending ON sync_inbox (seq) WHERE status = 'Pending';
 
 -- Every conflict, with both sides; the losing side is never lost.
 CREATE TABLE IF NOT EXISTS sync_conflicts (

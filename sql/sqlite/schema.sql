@@ -78,7 +78,7 @@ CREATE TABLE sync_inbox (
     received_at      TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
     applied_at       TEXT
 );
-CREATE INDEX sync_inbox_status ON sync_inbox (status, seq);
+CREATE INDEX sync_inbox_pending ON sync_inbox (seq) WHERE status = 'Pending';
 CREATE TABLE sync_conflicts (
     id               INTEGER PRIMARY KEY AUTOINCREMENT,
     entity_type      TEXT NOT NULL CHECK (entity_type IN ('chat', 'message')),
