@@ -9,10 +9,11 @@
 -- (owner_id, idempotency_key); a conflict log; row-level security per owner.
 -- No session state anywhere: it runs behind PgBouncer in transaction mode.
 --
--- owner_id is COLLATE "C", the collation of current_user (type name): every
--- `owner_id = current_user` must be an index condition, and with the
--- database's default collation on the column it is not (a pull then scans the
--- whole change log for every page).
+-- owner_id is COLLATE "C", the collation of current_user (type name), and is
+-- compared with `current_user::text` (text = text): only so is it an index
+-- condition that also gives the index order (with the database's default
+-- collation, or the cross-type text = name operator, a pull scans and sorts
+-- the whole change log for every page).
 
 BEGIN;
 SET LOCAL client_min_messages = warning;  -- no NOTICE per IF NOT EXISTS
@@ -284,13 +285,13 @@ BEGIN
 
     SELECT array_agg(c.id) INTO known_chats
     FROM acode_sync.chats c
-    WHERE c.owner_id = current_user AND c.id = ANY (named_chats) AND c.privacy <> 'LOCAL_ONLY';
+    WHERE c.owner_id = current_user::text AND c.id = ANY (named_chats) AND c.privacy <> 'LOCAL_ONLY';
 
     -- Duplicates: the key is already in this owner's change log.
     WITH logged AS (
         SELECT c.idempotency_key AS key, c.version
         FROM acode_sync.changes c
-        WHERE c.owner_id = current_user AND c.idempotency_key = ANY (keys)
+        WHERE c.owner_id = current_user::text AND c.idempotency_key = ANY (keys)
     )
     SELECT array_agg(ROW(i.idx, i.key, i.entity_type, i.entity_id, i.op, i.base_version,
                          i.changed_at, i.payload,
@@ -350,12 +351,12 @@ BEGIN
     WITH cur_chats AS (
         SELECT 'chat' AS entity_type, c.id, c.version, to_jsonb(c) - 'owner_id' AS row
         FROM acode_sync.chats c
-        WHERE c.owner_id = current_user AND c.id = ANY (chat_ids)
+        WHERE c.owner_id = current_user::text AND c.id = ANY (chat_ids)
         FOR UPDATE
     ), cur_messages AS (
         SELECT 'message' AS entity_type, m.id, m.version, to_jsonb(m) - 'owner_id' AS row
         FROM acode_sync.messages m
-        WHERE m.owner_id = current_user AND m.id = ANY (message_ids)
+        WHERE m.owner_id = current_user::text AND m.id = ANY (message_ids)
         FOR UPDATE
     ), found AS (
         SELECT * FROM cur_chats UNION ALL SELECT * FROM cur_messages
@@ -412,7 +413,7 @@ BEGIN
             changed_at = i.changed_at, origin_device = p_device,
             idempotency_key = i.key, batch_id = p_batch_id
         FROM unnest(items) i
-        WHERE c.owner_id = current_user AND c.id = ANY (chat_ids)
+        WHERE c.owner_id = current_user::text AND c.id = ANY (chat_ids)
           AND i.entity_id = c.id AND i.result IS NULL AND i.entity_type = 'chat'
           AND i.op = 'withdraw'
         RETURNING 'chat:' || c.id AS ref
@@ -426,7 +427,7 @@ BEGIN
         changed_at = i.changed_at, origin_device = p_device,
         idempotency_key = i.key || ':' || m.id, batch_id = p_batch_id
     FROM unnest(items) i
-    WHERE m.owner_id = current_user AND m.chat_id = ANY (chat_ids)
+    WHERE m.owner_id = current_user::text AND m.chat_id = ANY (chat_ids)
       AND m.chat_id = i.entity_id AND i.result IS NULL AND i.entity_type = 'chat'
       AND i.op = 'withdraw' AND m.privacy <> 'LOCAL_ONLY';
 
@@ -458,7 +459,7 @@ BEGIN
             changed_at = i.changed_at, origin_device = p_device,
             idempotency_key = i.key, batch_id = p_batch_id
         FROM unnest(items) i
-        WHERE m.owner_id = current_user AND m.id = ANY (message_ids)
+        WHERE m.owner_id = current_user::text AND m.id = ANY (message_ids)
           AND i.entity_id = m.id AND i.result IS NULL AND i.entity_type = 'message'
           AND i.op = 'withdraw'
         RETURNING 'message:' || m.id AS ref
@@ -491,11 +492,11 @@ BEGIN
     FROM unnest(items) i WHERE i.result = 'conflict';
     SELECT coalesce(jsonb_object_agg('chat:' || c.id, to_jsonb(c) - 'owner_id'), '{}')
     INTO server_rows
-    FROM acode_sync.chats c WHERE c.owner_id = current_user AND c.id = ANY (chat_ids);
+    FROM acode_sync.chats c WHERE c.owner_id = current_user::text AND c.id = ANY (chat_ids);
     SELECT server_rows
            || coalesce(jsonb_object_agg('message:' || m.id, to_jsonb(m) - 'owner_id'), '{}')
     INTO server_rows
-    FROM acode_sync.messages m WHERE m.owner_id = current_user AND m.id = ANY (message_ids);
+    FROM acode_sync.messages m WHERE m.owner_id = current_user::text AND m.id = ANY (message_ids);
 
     RETURN QUERY
     SELECT i.idx, i.key, i.result, i.version, i.reason,
@@ -545,7 +546,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
         FROM acode_sync.messages m
         WHERE c.entity_type = 'message' AND m.owner_id = c.owner_id AND m.id = c.entity_id
     ) e ON true
-    WHERE c.owner_id = current_user AND c.seq > p_after
+    WHERE c.owner_id = current_user::text AND c.seq > p_after
     ORDER BY c.seq
     LIMIT p_limit
 $$;
@@ -566,7 +567,7 @@ BEGIN
         EXECUTE format('DROP POLICY IF EXISTS own_rows ON acode_sync.%I', tbl);
         EXECUTE format(
             'CREATE POLICY own_rows ON acode_sync.%I '
-            'USING (owner_id = current_user) WITH CHECK (owner_id = current_user)', tbl);
+            'USING (owner_id = current_user::text) WITH CHECK (owner_id = current_user::text)', tbl);
     END LOOP;
 END
 $$;

@@ -353,3 +353,33 @@ def test_retention_prunes_synced_history_but_never_open_items(alice: Device) -> 
     assert [tuple(r) for r in left] == [(failing, "Failed")]
     assert conn.execute("SELECT count(*) FROM sync_inbox").fetchone()[0] == 0
     conn.close()
+
+
+def test_a_pull_page_is_an_ordered_index_scan_not_a_scan_of_the_log(
+    alice: Device, server: psycopg.Connection[Any]
+) -> None:
+    conn = alice.db()
+    chat = store.new_chat(conn, "t")
+    with write(conn):
+        conn.executemany(
+            "INSERT INTO messages (id, chat_id, role, content) VALUES (?, ?, 'user', 'x')",
+            ((f"m{i:04d}", chat) for i in range(2_000)),
+        )
+    alice.overrides["upload.batch_size"] = 1000
+    alice.sync()
+    server.execute("ANALYZE acode_sync.changes")
+    plans: list[str] = []
+    server.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
+    server.execute("LOAD 'auto_explain'")
+    for setting in ("log_min_duration = 0", "log_nested_statements = on"):
+        server.execute(f"SET auto_explain.{setting}")
+    server.execute("SET client_min_messages = log")
+    server.execute("SET ROLE acode_test_alice")
+    assert len(server.execute("SELECT * FROM acode_sync.pull(1000, 100)").fetchall()) == 100
+    server.execute("RESET ROLE")
+    inner = [p for p in plans if "acode_sync.changes" in p and "LIMIT" in p.upper()]
+    assert inner, plans
+    assert "Index Scan using changes_pkey" in inner[0]
+    assert "Seq Scan on changes" not in inner[0]
+    assert "Sort" not in inner[0]
+    conn.close()
