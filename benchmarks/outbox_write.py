@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from common import emit
 from ulid import ULID
 
 from acode_sync.migrations import migrate_local
@@ -488,10 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet=args.quiet,
     )
     report = to_markdown(result, command)
-    print(report, end="")
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report, encoding="utf-8")
+    emit(report, args.out)
     return 0
 
 

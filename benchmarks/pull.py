@@ -77,6 +77,7 @@ from typing import Any
 from unittest import mock
 
 import psycopg
+from common import emit, profile_lines
 from outbox_write import MEMORY_FILESYSTEMS, filesystem_of
 from push import (
     CONTENT,
@@ -1225,24 +1226,13 @@ def to_markdown(result: PullBenchResult, command: str | None = None) -> str:
         )
     prof = result.profile
     if prof is not None:
-        lines += [
-            "",
+        lines += profile_lines(
             f"**Profile** (cProfile, a second full pull on a fresh reader, {prof.wall_s:.1f} s "
             "under the profiler; cumulative time per phase):",
-            "",
-            "| phase | cumulative s | share |",
-            "|---|--:|--:|",
-        ]
-        for label, seconds in prof.phases:
-            lines.append(f"| {label} | {seconds:.2f} | {seconds / prof.wall_s:.0%} |")
-        lines += [
-            "",
-            "| top functions by own time | calls | own s | cumulative s |",
-            "|---|--:|--:|--:|",
-        ]
-        for e in prof.top:
-            label = e.name.replace("|", "\\|")
-            lines.append(f"| `{label}` | {e.calls:,} | {e.tottime_s:.2f} | {e.cumtime_s:.2f} |")
+            prof.wall_s,
+            prof.phases,
+            prof.top,
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -1270,10 +1260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet=args.quiet,
     )
     report = to_markdown(result, command)
-    print(report, end="")
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report, encoding="utf-8")
+    emit(report, args.out)
     return 0
 
 

@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from common import emit, profile_lines
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from ulid import ULID
@@ -1080,24 +1081,13 @@ def to_markdown(result: PushBenchResult, command: str | None = None) -> str:
                     f"backlog: {growth:+.1f} MB)"
                 )
     for p in result.profiles:
-        lines += [
-            "",
+        lines += profile_lines(
             f"**Profile** (cProfile, drain of {p.rows:,} at batch_size {p.batch_size}, "
             f"{p.wall_s:.1f} s under the profiler; cumulative time per phase):",
-            "",
-            "| phase | cumulative s | share |",
-            "|---|--:|--:|",
-        ]
-        for label, seconds in p.phases:
-            lines.append(f"| {label} | {seconds:.2f} | {seconds / p.wall_s:.0%} |")
-        lines += [
-            "",
-            "| top functions by own time | calls | own s | cumulative s |",
-            "|---|--:|--:|--:|",
-        ]
-        for e in p.top:
-            name = e.name.replace("|", "\\|")
-            lines.append(f"| `{name}` | {e.calls:,} | {e.tottime_s:.2f} | {e.cumtime_s:.2f} |")
+            p.wall_s,
+            p.phases,
+            p.top,
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -1135,10 +1125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet=args.quiet,
     )
     report = to_markdown(result, command)
-    print(report, end="")
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report, encoding="utf-8")
+    emit(report, args.out)
     return 0
 
 
