@@ -3,36 +3,18 @@ result structure and the correctness checks it makes."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import psycopg
-import pytest
 
+from tests.benchmarks_loader import load_benchmark
 from tests.fix_pg import ADMIN_URL
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 ROWS = 300
 
 
-def load_benchmark(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    # pull.py imports what it shares with its siblings (push.py, outbox_write.py).
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("benchmarks_pull", BENCHMARKS / "pull.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # Registered before exec: dataclasses look their module up in sys.modules.
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_pull_benchmark_runs_with_tiny_sizes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    bench = load_benchmark(monkeypatch)
+def test_pull_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
+    bench = load_benchmark("pull")
     result = bench.run(
         rows=ROWS,
         page_size=100,

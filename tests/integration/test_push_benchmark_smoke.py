@@ -3,36 +3,18 @@ structure, its correctness checks, and its scratch database gone afterwards."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import psycopg
 import pytest
 
+from tests.benchmarks_loader import load_benchmark
 from tests.fix_pg import ADMIN_URL
-
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "push.py"
-
-
-def load_benchmark() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("benchmarks_push", BENCHMARK)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # Registered before exec: dataclasses look their module up in sys.modules.
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[spec.name]
-        raise
-    return module
 
 
 def test_push_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
-    bench = load_benchmark()
+    bench = load_benchmark("push")
     rows, repeats = 200, 3
     result = bench.run(
         rows=rows,
@@ -90,7 +72,7 @@ def test_push_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
 
 
 def test_the_correctness_checks_fail_loudly(tmp_path: Path) -> None:
-    bench = load_benchmark()
+    bench = load_benchmark("push")
     conn, chat_id = bench.open_local(tmp_path / "w.db")
     try:
         bench.write_messages(conn, chat_id, 3)
@@ -103,7 +85,7 @@ def test_the_correctness_checks_fail_loudly(tmp_path: Path) -> None:
 
 
 def test_percentile_is_nearest_rank() -> None:
-    bench = load_benchmark()
+    bench = load_benchmark("push")
     ordered = [float(v) for v in range(1, 101)]
     assert bench.percentile(ordered, 50) == 50
     assert bench.percentile(ordered, 99) == 99

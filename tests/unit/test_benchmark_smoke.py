@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "outbox_write.py"
-
-
-def load_benchmark() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("benchmarks_outbox_write", BENCHMARK)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # Registered before exec: dataclasses look their module up in sys.modules.
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[spec.name]
-        raise
-    return module
+from tests.benchmarks_loader import load_benchmark
 
 
 def test_benchmark_runs_with_a_small_n(tmp_path: Path) -> None:
-    bench = load_benchmark()
+    bench = load_benchmark("outbox_write")
     n = 50
     result = bench.run(n=n, warmup=5, block=20, bulk_rows=n, base_dir=tmp_path)
 
@@ -50,7 +33,7 @@ def test_benchmark_runs_with_a_small_n(tmp_path: Path) -> None:
 
 
 def test_percentile_is_nearest_rank() -> None:
-    bench = load_benchmark()
+    bench = load_benchmark("outbox_write")
     ordered = list(range(1, 101))
     assert bench.percentile(ordered, 50) == 50
     assert bench.percentile(ordered, 99) == 99
