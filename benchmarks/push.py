@@ -20,7 +20,12 @@ Measured:
     cut by bytes), each on an emptied server. Beside it, a raw COPY of the
     same N rows (psycopg ``cursor.copy`` + ``write_row``, rows already in
     memory, one statement, as the device role) before the first drain of a
-    size and after each; the median is the baseline.
+    size and after each; the median is the baseline. Beside both, the floor:
+    the same N rows INSERTed straight into ``acode_sync.messages``, 1,000 per
+    statement and transaction, as the device role (keys, foreign key, RLS and
+    the change-log trigger; no push logic, no local work), sampled before each
+    drain: what no upload of these rows can beat, and so what the COPY ratio
+    of a drain can at most approach.
 (c) Peak RSS: each drain runs in its own child process (``subprocess``), which
     reports its peak RSS (``VmHWM``; ``ru_maxrss`` would carry the parent's
     peak across exec) once ready (imports done, connections open) and after
@@ -89,6 +94,7 @@ DEFAULT_REPEATS = 30
 DEFAULT_WARMUP = 3
 LATENCY_BATCH = 50
 DRAIN_BATCHES = (50, 1000)
+FLOOR_BATCH = 1000  # rows per statement of the floor (see floor_rows)
 BYTES_MAX = {50: 1_048_576, 1000: 16 * 1_048_576}
 
 # Targets the results are compared against.
@@ -189,6 +195,7 @@ class DrainResult:
     first_batches_ms: float  # mean round trip of the first tenth of the batches
     last_batches_ms: float  # ... and of the last tenth (the final partial batch left out)
     copy_seconds: tuple[float, ...]  # the raw COPY samples of this backlog size
+    floor_seconds: tuple[float, ...]  # the bare-INSERT floor samples (see timed_floor)
 
     @property
     def rows_per_s(self) -> float:
@@ -206,6 +213,20 @@ class DrainResult:
     def copy_ratio(self) -> float:
         """Our rate as a fraction of the raw COPY rate."""
         return self.rows_per_s / self.copy_rows_per_s
+
+    @property
+    def floor_median_s(self) -> float:
+        return statistics.median(self.floor_seconds)
+
+    @property
+    def floor_copy_ratio(self) -> float:
+        """The floor's rate as a fraction of the raw COPY rate."""
+        return self.copy_median_s / self.floor_median_s
+
+    @property
+    def floor_ratio(self) -> float:
+        """Our rate as a fraction of the floor's."""
+        return self.floor_median_s / self.seconds
 
     @property
     def local_s(self) -> float:
@@ -472,6 +493,38 @@ def copy_rows(conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]]) ->
         return time.perf_counter() - start
 
 
+FLOOR_INSERT = (
+    "INSERT INTO acode_sync.messages (id, chat_id, role, content, privacy, created_at, "
+    "updated_at, deleted_at, version, changed_at, origin_device, idempotency_key, batch_id) "
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
+    "%s::timestamptz[], %s::timestamptz[], %s::timestamptz[], %s::bigint[], "
+    "%s::timestamptz[], %s::text[], %s::text[], %s::text[])"
+)
+
+
+def floor_rows(conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]]) -> float:
+    """The same rows written straight into ``acode_sync.messages``, 1,000 per
+    statement and transaction, through everything the table itself costs: its
+    keys and index, the foreign key, row-level security and the change-log
+    trigger. No validation, idempotency or conflict check, no local work: what
+    no upload of these rows at this batch size can beat. Seconds (the
+    connection is in autocommit)."""
+    chat_id = rows[0][2]
+    conn.execute(
+        "INSERT INTO acode_sync.chats (id, title, changed_at, origin_device, idempotency_key) "
+        "VALUES (%s, 'floor', now(), %s, %s)",
+        (chat_id, DEVICE_ID, f"floor-chat-{chat_id}"),
+    )
+    start = time.perf_counter()
+    for first in range(0, len(rows), FLOOR_BATCH):
+        part = rows[first : first + FLOOR_BATCH]
+        batch_id = f"floor-{first}"
+        # COPY_COLUMNS order, owner_id left to its default (current_user).
+        columns = [list(column) for column in zip(*(row[1:13] for row in part), strict=True)]
+        conn.execute(FLOOR_INSERT, (*columns, [batch_id] * len(part)))
+    return time.perf_counter() - start
+
+
 # ----------------------------------------------------------------- local ----
 
 
@@ -727,6 +780,19 @@ def timed_copy(db_url: str, rows: Sequence[tuple[Any, ...]]) -> float:
     return seconds
 
 
+def timed_floor(db_url: str, rows: Sequence[tuple[Any, ...]]) -> float:
+    """The floor (:func:`floor_rows`) on an emptied server, checked, then emptied again."""
+    reset_server(db_url)
+    with connect_remote(with_params(db_url, user=DEVICE_ROLE)) as conn:
+        seconds = floor_rows(conn, rows)
+    counts = server_counts(db_url)
+    want = {"messages": len(rows), "chats": 1, "changes": len(rows) + 1, "conflicts": 0}
+    if {k: counts[k] for k in want} != want or counts["distinct_keys"] != len(rows) + 1:
+        raise AssertionError(f"floor of {len(rows)}: server has {counts}, want {want}")
+    reset_server(db_url)
+    return seconds
+
+
 def run_drain(
     folder: Path,
     db_url: str,
@@ -736,14 +802,18 @@ def run_drain(
     profile: Path | None = None,
     copy_before: bool = False,
     copy_after: bool = False,
-) -> tuple[dict[str, Any], list[float]]:
+    floors_before: int = 0,
+) -> tuple[dict[str, Any], list[float], list[float]]:
     """One drain of a fresh ``rows`` backlog against an emptied server, checked;
-    with raw COPYs of the same rows just before and/or after it."""
+    with raw COPYs of the same rows just before and/or after it, and
+    ``floors_before`` samples of the floor before it (not after: the drained
+    backlog stays on the server for the next phase)."""
     reset_server(db_url)
     tag = f"{rows}-{batch_size}{'-profile' if profile else ''}"
     path = folder / f"drain-{tag}.db"
     source = prepare_backlog(path, rows)
     copies = []
+    floors = [timed_floor(db_url, source) for _ in range(floors_before)]
     if copy_before:
         copies.append(timed_copy(db_url, source))
         reset_server(db_url)
@@ -778,7 +848,7 @@ def run_drain(
     answer["server"] = function_stats(db_url, report.batches)
     if copy_after:
         copies.append(timed_copy(db_url, source))
-    return answer, copies
+    return answer, copies, floors
 
 
 def run_drains(
@@ -789,18 +859,27 @@ def run_drains(
     for rows in sizes:
         pending: list[tuple[int, dict[str, Any]]] = []
         copies: list[float] = []
+        floors: list[float] = []
         for index, batch_size in enumerate(DRAIN_BATCHES):
             _progress(f"  drain of {rows:,} at batch_size {batch_size}", quiet)
-            # COPY samples spread over the drains of this size: before the
-            # first, and after each.
-            answer, samples = run_drain(
-                folder, db_url, rows, batch_size, copy_before=index == 0, copy_after=True
+            # COPY samples spread over the drains of this size (before the
+            # first, and after each), and as many floor samples (before each).
+            answer, samples, floor_samples = run_drain(
+                folder,
+                db_url,
+                rows,
+                batch_size,
+                copy_before=index == 0,
+                copy_after=True,
+                floors_before=2 if index == 0 else 1,
             )
             pending.append((batch_size, answer))
             copies += samples
+            floors += floor_samples
             _progress(
                 f"    {answer['seconds']:.1f} s, {rows / answer['seconds']:,.0f} rows/s; "
-                f"COPY {', '.join(f'{c:.3f} s' for c in samples)}",
+                f"COPY {', '.join(f'{c:.3f} s' for c in samples)}; "
+                f"floor {', '.join(f'{c:.3f} s' for c in floor_samples)}",
                 quiet,
             )
         for batch_size, answer in pending:
@@ -822,6 +901,7 @@ def run_drains(
                     first_batches_ms=answer["first_batches_ms"],
                     last_batches_ms=answer["last_batches_ms"],
                     copy_seconds=tuple(copies),
+                    floor_seconds=tuple(floors),
                 )
             )
     return results
@@ -834,7 +914,7 @@ def run_profiles(
     for batch_size in DRAIN_BATCHES:
         _progress(f"  profiled drain of {rows:,} at batch_size {batch_size}", quiet)
         stats_path = folder / f"drain-{rows}-{batch_size}.prof"
-        answer, _ = run_drain(folder, db_url, rows, batch_size, profile=stats_path)
+        answer, _, _ = run_drain(folder, db_url, rows, batch_size, profile=stats_path)
         profiles.append(summarize_profile(stats_path, rows, batch_size, answer["seconds"], top))
     return profiles
 
@@ -1003,21 +1083,34 @@ def to_markdown(result: PushBenchResult, command: str | None = None) -> str:
         lines += [
             "**(b) Draining a backlog**: one chat + N messages, one `push()` until the outbox "
             "is empty, on an emptied server; raw COPY = median of the COPY samples of the same "
-            "N rows taken in this run:",
+            "N rows taken in this run; floor = median of the samples of the same N rows "
+            f"INSERTed straight into `acode_sync.messages`, {FLOOR_BATCH:,} per statement and "
+            "transaction, through its keys, foreign key, row-level security and change-log "
+            "trigger, with no push logic and no local work (what no upload at that batch size "
+            "can beat):",
             "",
-            "| N | batch_size | batches | drain s | rows/s | COPY s | COPY rows/s | ours / COPY |",
-            "|--:|--:|--:|--:|--:|--:|--:|--:|",
+            "| N | batch_size | batches | drain s | rows/s | COPY rows/s | ours / COPY "
+            "| floor rows/s | floor / COPY | ours / floor |",
+            "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
         ]
         for d in result.drains:
             lines.append(
                 f"| {d.rows:,} | {d.batch_size:,} | {d.batches:,} | {d.seconds:.2f} "
-                f"| {d.rows_per_s:,.0f} | {d.copy_median_s:.3f} | {d.copy_rows_per_s:,.0f} "
-                f"| {d.copy_ratio:.3f} |"
+                f"| {d.rows_per_s:,.0f} | {d.copy_rows_per_s:,.0f} | {d.copy_ratio:.3f} "
+                f"| {d.rows / d.floor_median_s:,.0f} | {d.floor_copy_ratio:.3f} "
+                f"| {d.floor_ratio:.3f} |"
             )
         lines.append("")
         for size in sorted({d.rows for d in result.drains}):
-            samples = next(d.copy_seconds for d in result.drains if d.rows == size)
-            lines.append(f"- COPY samples, N={size:,}: " + ", ".join(f"{s:.3f} s" for s in samples))
+            first = next(d for d in result.drains if d.rows == size)
+            lines.append(
+                f"- COPY samples, N={size:,}: "
+                + ", ".join(f"{s:.3f} s" for s in first.copy_seconds)
+            )
+            lines.append(
+                f"- floor samples, N={size:,}: "
+                + ", ".join(f"{s:.3f} s" for s in first.floor_seconds)
+            )
         lines += [
             "",
             "Where the drain time goes (round trips timed in the client around `push_batch`; "
@@ -1059,7 +1152,9 @@ def to_markdown(result: PushBenchResult, command: str | None = None) -> str:
         if d.batch_size == 1000:
             lines.append(
                 f"- ours, drain of {d.rows:,} at batch_size 1,000 vs raw COPY: "
-                f"{_verdict(d.copy_ratio, TARGET_COPY_RATIO_1000, 'x', at_least=True)}"
+                f"{_verdict(d.copy_ratio, TARGET_COPY_RATIO_1000, 'x', at_least=True)}; "
+                f"the floor itself reached {d.floor_copy_ratio:.2f}x of COPY in this run, "
+                f"ours {d.floor_ratio:.2f}x of the floor"
             )
     if result.drains:
         peak = max(result.drains, key=lambda d: d.rss_peak_kb)

@@ -48,6 +48,7 @@ def test_push_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
         assert d.batch_bytes_max == (16 * 1_048_576 if d.batch_size == 1000 else 1_048_576)
         assert d.seconds > 0 and d.rows_per_s > 0
         assert len(d.copy_seconds) == 3 and d.copy_ratio > 0
+        assert len(d.floor_seconds) == 3 and d.floor_ratio > 0 and d.floor_copy_ratio > 0
         assert 0 < d.round_trips_s <= d.seconds
         assert 0 < d.rss_ready_kb <= d.rss_peak_kb
         assert d.server_push_calls is None or d.server_push_calls == d.batches
