@@ -410,3 +410,60 @@ def test_a_withdrawal_beats_a_later_edit_from_another_device(
     ]
     conn.close()
     other.close()
+
+
+@pytest.mark.parametrize("rename_chat", [False, True], ids=["messages-alone", "with-chat-edit"])
+def test_messages_of_a_chat_withdrawn_elsewhere_are_conflicts_never_errors_or_writes(
+    laptop: Device, desktop: Device, server: psycopg.Connection[Any], rename_chat: bool
+) -> None:
+    conn = laptop.db()
+    chat = store.new_chat(conn, "shared, then private")
+    edited = store.add_message(conn, chat, "original")
+    laptop.sync()
+    desktop.sync()
+    other = desktop.db()
+    store.set_privacy(other, chat, "LOCAL_ONLY")  # the desktop withdraws the chat
+    desktop.sync()
+    # The laptop, not yet aware, edits a message and adds one (under 0001 the
+    # server rejected both for good); and, in the second case, renames the chat
+    # so the new message travels beside an edit of its chat (under 0001 it was
+    # then written, content and all, into the withdrawn chat).
+    with write(conn):
+        conn.execute("UPDATE messages SET content = 'edited' WHERE id = ?", (edited,))
+    added = store.add_message(conn, chat, "written after the withdrawal")
+    if rename_chat:
+        with write(conn):
+            conn.execute("UPDATE chats SET title = 'renamed' WHERE id = ?", (chat,))
+
+    report = laptop.sync()
+
+    assert report.push.rejected == 0 and report.push.errors == []
+    assert report.push.conflicts == 2 + rename_chat  # both messages (and the chat)
+    # Nothing of it reached the server: the new message was never written and
+    # the withdrawn ones hold no content.
+    assert server.execute(
+        "SELECT id, content, privacy FROM acode_sync.messages ORDER BY id"
+    ).fetchall() == [(edited, None, "LOCAL_ONLY")]
+    assert server.execute(
+        "SELECT entity_type, entity_id, server_version FROM acode_sync.conflicts "
+        "WHERE entity_type = 'message' ORDER BY entity_id"
+    ).fetchall() == sorted([("message", edited, 2), ("message", added, 0)])
+    # The withdrawal won here too, nothing is left owed, and what the laptop
+    # wrote is kept in its conflict log.
+    assert rows(laptop, "SELECT count(*) FROM chats") == [(0,)]
+    assert rows(laptop, "SELECT count(*) FROM messages") == [(0,)]
+    assert rows(
+        laptop, "SELECT count(*) FROM sync_outbox WHERE status IN ('Pending', 'Failed')"
+    ) == [(0,)]
+    kept = dict(
+        rows(
+            laptop,
+            "SELECT entity_id, json_extract(local_payload, '$.content') FROM sync_conflicts "
+            "WHERE entity_type = 'message' AND winner = 'remote'",
+        )
+    )
+    assert kept == {edited: "edited", added: "written after the withdrawal"}
+    again = laptop.sync()
+    assert again.push.sent == 0 and again.push.errors == []
+    conn.close()
+    other.close()
