@@ -10,7 +10,9 @@
 --     retry could ever deliver, so `check` failed for good;
 --   * a new message sent in the same batch as an edit of its chat: written,
 --     content and all, into the withdrawn chat (the chat's own edit being a
---     conflict), which is a privacy failure.
+--     conflict), which is a privacy failure; so was a message sent in the
+--     same batch as its chat's withdrawal (no client of ours sends one: the
+--     send-time privacy check withholds it; the server no longer relies on that).
 -- Now both are conflicts with the message's withdrawn row (made up, version 0,
 -- for a message the server never had): logged on the server, answered with
 -- that row, so the device applies the withdrawal (it always wins) and keeps
@@ -154,6 +156,12 @@ BEGIN
         FOR UPDATE
     ), found AS (
         SELECT * FROM cur_chats UNION ALL SELECT * FROM cur_messages
+    ), withdrawing AS (
+        -- Chats this very batch withdraws (applied below, before any message).
+        SELECT jsonb_object_agg(i.entity_id, jsonb_build_object(
+                   'changed_at', i.changed_at, 'origin_device', p_device)) AS chats
+        FROM unnest(items) i
+        WHERE i.result IS NULL AND i.entity_type = 'chat' AND i.op = 'withdraw'
     ), ghosts AS (
         SELECT i.idx, coalesce(f.version, 0) AS version,
                coalesce(f.row, jsonb_build_object(
@@ -164,7 +172,9 @@ BEGIN
                    'changed_at', w.chat->'changed_at', 'origin_device', w.chat->'origin_device',
                    'idempotency_key', NULL, 'batch_id', NULL)) AS row
         FROM unnest(items) i
-        CROSS JOIN LATERAL (SELECT withdrawn_chats -> (i.payload->>'chat_id') AS chat) w
+        CROSS JOIN withdrawing b
+        CROSS JOIN LATERAL (SELECT coalesce(withdrawn_chats -> (i.payload->>'chat_id'),
+                                            b.chats -> (i.payload->>'chat_id')) AS chat) w
         LEFT JOIN found f ON f.entity_type = 'message' AND f.id = i.entity_id
         WHERE i.result IS NULL AND i.entity_type = 'message' AND i.op = 'upsert'
           AND w.chat IS NOT NULL

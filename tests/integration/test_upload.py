@@ -3,6 +3,7 @@ isolation of bad items, and the ordering of the change log."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -11,7 +12,9 @@ import psycopg
 import pytest
 
 from acode_sync import store
+from acode_sync.engine import connect_remote
 from acode_sync.errors import BatchFailed, ConnectionFailed
+from acode_sync.remote import push_batch
 from acode_sync.workspace import write
 from tests.fix_pg import PgDatabase
 from tests.fix_sync import Device, FakeClock, corrupt, make_device
@@ -334,6 +337,47 @@ def test_server_clamps_change_times_from_the_future(
         "FROM acode_sync.changes"
     ).fetchone()
     assert row == (True, True)
+    conn.close()
+
+
+def test_server_never_writes_a_message_beside_its_chats_withdrawal(
+    alice: Device, server: psycopg.Connection[Any]
+) -> None:
+    # Our client never sends this (the send-time privacy check withholds a
+    # message of a LOCAL_ONLY chat); the server must hold without that help.
+    conn = alice.db()
+    chat = store.new_chat(conn, "private soon")
+    alice.sync()
+    stamp = "2026-01-01T00:00:00.000Z"
+    message = {
+        "id": "m-late",
+        "chat_id": chat,
+        "role": "user",
+        "content": "must not reach the server",
+        "privacy": "FULL",
+        "created_at": stamp,
+        "updated_at": stamp,
+        "deleted_at": None,
+    }
+    items = [
+        {"key": "k-withdraw", "entity_type": "chat", "entity_id": chat, "op": "withdraw",
+         "base_version": 1, "changed_at": stamp, "payload": None},
+        {"key": "k-message", "entity_type": "message", "entity_id": "m-late", "op": "upsert",
+         "base_version": 0, "changed_at": stamp, "payload": message},
+    ]  # fmt: skip
+    with connect_remote(alice.url) as remote:
+        results = push_batch(remote, "b-crafted", "crafted", json.dumps(items))
+    assert [(r.key, r.outcome) for r in results] == [
+        ("k-withdraw", "applied"),
+        ("k-message", "conflict"),
+    ]
+    assert results[1].server_row is not None
+    assert results[1].server_row["privacy"] == "LOCAL_ONLY"
+    assert results[1].server_row["content"] is None
+    assert server.execute("SELECT count(*) FROM acode_sync.messages").fetchone() == (0,)
+    assert server.execute(
+        "SELECT entity_id, server_version FROM acode_sync.conflicts"
+    ).fetchall() == [("m-late", 0)]
     conn.close()
 
 
