@@ -156,6 +156,29 @@ _APPLY_WITHDRAWALS = (
 )
 
 
+# An inbox row carries its entity's current state, so one whose origin is this
+# device means the server's current version came from this device's own change.
+_OWN_LATEST = (
+    "WITH own AS (SELECT entity_id, max(version) AS version FROM sync_inbox "
+    "WHERE status = 'Pending' AND origin_device = :me AND entity_type = '{kind}' "
+    "GROUP BY entity_id) "
+)
+_OWN_VERSIONS = tuple(
+    statement
+    for table, kind in (("chats", "chat"), ("messages", "message"))
+    for statement in (
+        _OWN_LATEST.format(kind=kind)
+        + "UPDATE sync_outbox SET base_version = own.version FROM own "
+        f"JOIN {table} e ON e.id = own.entity_id "
+        "WHERE sync_outbox.entity_id = own.entity_id AND sync_outbox.status IN ('Pending', "
+        f"'Failed') AND sync_outbox.entity_type = '{kind}' "
+        "AND sync_outbox.base_version = e.version AND e.version < own.version",
+        _OWN_LATEST.format(kind=kind) + f"UPDATE {table} SET version = own.version FROM own "
+        f"WHERE {table}.id = own.entity_id AND {table}.version < own.version",
+    )
+)
+
+
 class Puller:
     """Pull pages of the change log after the cursor; apply them under the guard."""
 
@@ -210,7 +233,12 @@ class Puller:
             return
         now = iso(self.clock())
         with applying_remote(self.conn):
-            # This device's own changes come back through the log: not re-applied.
+            # This device's own changes come back through the log: not re-applied,
+            # but their version is taken (and rows captured on the one before are
+            # rebased onto it): what the server did of our own change, such as
+            # withdrawing the messages of a chat we withdrew, is no conflict.
+            for statement in _OWN_VERSIONS:
+                self.conn.execute(statement, {"me": self.device_id})
             own = self.conn.execute(
                 "UPDATE sync_inbox SET status = 'Skipped', applied_at = ? "
                 "WHERE status = 'Pending' AND origin_device = ?",

@@ -16,7 +16,9 @@
 -- Now both are conflicts with the message's withdrawn row (made up, version 0,
 -- for a message the server never had): logged on the server, answered with
 -- that row, so the device applies the withdrawal (it always wins) and keeps
--- its own side in its conflict log.
+-- its own side in its conflict log. Sharing a withdrawn chat again (its upsert
+-- made on the withdrawn version, by a device that has seen the withdrawal)
+-- takes its messages back in the same batch like any other change.
 --
 -- The same migration makes push() cheaper per call; its answers and writes are
 -- otherwise 0001's. 0001 parsed the items into an array and rebuilt it once
@@ -161,16 +163,24 @@ BEGIN
                 THEN format('chat %s is not on the server', pr.chat_id)
             END AS problem) AS v
     ), withdrawing AS (
-        -- Chats this very batch withdraws (applied below, before any message).
+        -- Chats this very batch withdraws (applied below, before any message),
+        -- and the withdrawn chats it shares again: an upsert made on the
+        -- withdrawn version, so by a device that knows of the withdrawal.
         SELECT jsonb_object_agg(w.entity_id, jsonb_build_object(
-                   'changed_at', w.changed_at, 'origin_device', p_device)) AS chats
+                   'changed_at', w.changed_at, 'origin_device', p_device))
+                   FILTER (WHERE w.op = 'withdraw') AS chats,
+               coalesce(array_agg(w.entity_id)
+                   FILTER (WHERE w.op = 'upsert' AND w.current_version = w.base_version),
+                   '{}') AS reshared
         FROM validated w
-        WHERE w.early_result IS NULL AND w.entity_type = 'chat' AND w.op = 'withdraw'
+        WHERE w.early_result IS NULL AND w.entity_type = 'chat'
     ), judged AS (
         -- A message of a withdrawn chat (on the server, or by this batch) is
-        -- never written: no edit or new message brings a withdrawn chat back.
-        -- It conflicts with the message's withdrawn row, made up (version 0)
-        -- for a message the server never had.
+        -- never written: no edit or new message from a device that has not
+        -- seen the withdrawal brings it back. It conflicts with the message's
+        -- withdrawn row, made up (version 0) for a message the server never
+        -- had. A chat shared again in the same batch takes its messages back
+        -- like any change (their versions decide).
         SELECT va.*, g.withdrawal,
                CASE WHEN va.early_result IS NOT NULL THEN va.early_result
                     WHEN g.withdrawal IS NOT NULL THEN 'conflict'
@@ -193,6 +203,7 @@ BEGIN
         CROSS JOIN LATERAL (
             SELECT CASE WHEN va.entity_type = 'message' AND va.op = 'upsert'
                         THEN coalesce(CASE WHEN va.parent_privacy = 'LOCAL_ONLY'
+                                                AND NOT va.chat_id = ANY (b.reshared)
                                            THEN va.parent_withdrawal END,
                                       b.chats -> va.chat_id) END AS withdrawal
         ) g

@@ -412,6 +412,45 @@ def test_a_withdrawal_beats_a_later_edit_from_another_device(
     other.close()
 
 
+def test_a_chat_withdrawn_then_shared_again_keeps_and_brings_back_its_messages(
+    laptop: Device, desktop: Device, server: psycopg.Connection[Any]
+) -> None:
+    conn = laptop.db()
+    chat = store.new_chat(conn, "shared, private, shared")
+    first = store.add_message(conn, chat, "before")
+    laptop.sync()
+    desktop.sync()
+    store.set_privacy(conn, chat, "LOCAL_ONLY")
+    laptop.sync()  # the server withdraws the chat and, with it, its messages
+    desktop.sync()
+    assert rows(desktop, "SELECT count(*) FROM messages") == [(0,)]
+    # The laptop took the versions the server gave its messages in that
+    # withdrawal (its own change), so sharing again is no conflict.
+    assert rows(laptop, "SELECT id, content, version FROM messages") == [(first, "before", 2)]
+    later = store.add_message(conn, chat, "while private")
+    store.set_privacy(conn, chat, "FULL")
+
+    report = laptop.sync()
+
+    assert report.push.conflicts == 0 and report.push.errors == []
+    assert rows(laptop, "SELECT content FROM messages ORDER BY id") == [
+        ("before",),
+        ("while private",),
+    ]
+    assert server.execute(
+        "SELECT id, content, privacy FROM acode_sync.messages ORDER BY id"
+    ).fetchall() == [(first, "before", "FULL"), (later, "while private", "FULL")]
+    desktop.sync()
+    assert rows(desktop, "SELECT content FROM messages ORDER BY id") == [
+        ("before",),
+        ("while private",),
+    ]
+    assert rows(
+        laptop, "SELECT count(*) FROM sync_outbox WHERE status NOT IN ('Synced', 'Superseded')"
+    ) == [(0,)]
+    conn.close()
+
+
 @pytest.mark.parametrize("rename_chat", [False, True], ids=["messages-alone", "with-chat-edit"])
 def test_messages_of_a_chat_withdrawn_elsewhere_are_conflicts_never_errors_or_writes(
     laptop: Device, desktop: Device, server: psycopg.Connection[Any], rename_chat: bool
