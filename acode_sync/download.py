@@ -156,6 +156,55 @@ _APPLY_WITHDRAWALS = (
 )
 
 
+# A chat's privacy is its messages' privacy too (the stricter of the two goes
+# to the server). When a chat's level changes on another device, that device
+# captures again the messages it has; the ones only this device holds, or holds
+# with content the other has not, are this device's to capture again at their
+# new level: REDACTED takes their content off the server, FULL puts it back.
+# The levels before the apply are noted here, the capture follows it.
+_CHAT_LEVELS_BEFORE = (
+    "CREATE TEMP TABLE IF NOT EXISTS sync_chat_levels (id TEXT PRIMARY KEY, privacy TEXT NOT NULL)",
+    "DELETE FROM temp.sync_chat_levels",
+    "INSERT INTO temp.sync_chat_levels (id, privacy) SELECT c.id, c.privacy FROM chats c "
+    "WHERE c.id IN (SELECT entity_id FROM sync_inbox WHERE status = 'Pending' "
+    "AND entity_type = 'chat')",
+)
+# Messages of their own level FULL (a REDACTED one stays REDACTED, a LOCAL_ONLY
+# one never travels) in a chat that went FULL <-> REDACTED, except those whose
+# state just arrived at that level and those already owed to the server (the
+# send-time privacy check covers them). Same payload as the capture triggers.
+_RECAPTURE_MESSAGES = """
+INSERT INTO sync_outbox (idempotency_key, entity_type, entity_id, op, base_version, payload,
+                         changed_at)
+SELECT (SELECT key FROM sync_new_key WHERE length(m.id) >= 0), 'message', m.id, 'upsert',
+       m.version,
+       json_object('id', m.id, 'chat_id', m.chat_id, 'role', m.role,
+                   'content', CASE WHEN c.privacy = 'FULL' THEN m.content END,
+                   'privacy', c.privacy,
+                   'created_at', m.created_at, 'updated_at', m.updated_at,
+                   'deleted_at', m.deleted_at),
+       strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+FROM temp.sync_chat_levels was
+JOIN chats c ON c.id = was.id
+JOIN messages m ON m.chat_id = c.id
+WHERE was.privacy <> c.privacy
+  AND was.privacy IN ('FULL', 'REDACTED') AND c.privacy IN ('FULL', 'REDACTED')
+  AND m.privacy = 'FULL'
+  AND NOT EXISTS (SELECT 1 FROM sync_inbox i WHERE i.status = 'Pending'
+                  AND i.entity_type = 'message' AND i.entity_id = m.id
+                  AND json_extract(i.payload, '$.privacy') = c.privacy)
+  AND NOT EXISTS (SELECT 1 FROM sync_outbox o WHERE o.entity_id = m.id
+                  AND o.status IN ('Pending', 'Failed') AND o.entity_type = 'message')
+ORDER BY m.created_at, m.id
+"""
+_RECAPTURED_PENDING = """
+UPDATE messages SET sync_status = 'Pending'
+WHERE sync_status <> 'Pending'
+  AND chat_id IN (SELECT id FROM temp.sync_chat_levels)
+  AND EXISTS (SELECT 1 FROM sync_outbox o WHERE o.entity_id = messages.id
+              AND o.status IN ('Pending', 'Failed') AND o.entity_type = 'message')
+"""
+
 # An inbox row carries its entity's current state, so one whose origin is this
 # device means the server's current version came from this device's own change.
 _OWN_LATEST = (
@@ -245,6 +294,8 @@ class Puller:
                 (now, self.device_id),
             ).rowcount
             report.skipped += own
+            for statement in _CHAT_LEVELS_BEFORE:
+                self.conn.execute(statement)
             # Conflicts: remote changes for entities with local changes pending,
             # found through the outbox's index of open rows, one probe per change.
             for row in self.conn.execute(_CONFLICTING).fetchall():
@@ -256,6 +307,8 @@ class Puller:
             # device) stays out: privacy decided elsewhere is not undone here.
             report.skipped += self.conn.execute(_SKIP_ORPHANS, (now,)).rowcount
             self.conn.execute(_APPLY_MESSAGES)
+            if self.conn.execute(_RECAPTURE_MESSAGES).rowcount:
+                self.conn.execute(_RECAPTURED_PENDING)
             applied = self.conn.execute(
                 "UPDATE sync_inbox SET status = 'Applied', applied_at = ? WHERE status = 'Pending'",
                 (now,),

@@ -138,45 +138,6 @@ BEGIN
                         'deleted_at', NEW.deleted_at),
             strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
 END;
-CREATE TRIGGER chats_capture_update
-AFTER UPDATE OF title, privacy, deleted_at ON chats
-WHEN NEW.privacy <> 'LOCAL_ONLY'
- AND (OLD.title IS NOT NEW.title OR OLD.privacy IS NOT NEW.privacy
-      OR OLD.deleted_at IS NOT NEW.deleted_at)
- AND (SELECT applying FROM sync_state WHERE id = 1) = 0
-BEGIN
-    INSERT INTO sync_outbox (idempotency_key, entity_type, entity_id, op, base_version,
-                             payload, changed_at)
-    VALUES ((SELECT key FROM sync_new_key), 'chat', NEW.id, 'upsert', NEW.version,
-            json_object('id', NEW.id, 'title', NEW.title, 'privacy', NEW.privacy,
-                        'created_at', NEW.created_at, 'updated_at', NEW.updated_at,
-                        'deleted_at', NEW.deleted_at),
-            strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
-    -- A chat's privacy is its messages' privacy too: when it changes to a
-    -- level that still syncs, every message is captured again at its new
-    -- effective level (REDACTED drops content everywhere; leaving LOCAL_ONLY
-    -- uploads messages never captured), after the chat's own row.
-    INSERT INTO sync_outbox (idempotency_key, entity_type, entity_id, op, base_version,
-                             payload, changed_at)
-    SELECT (SELECT key FROM sync_new_key WHERE length(m.id) >= 0), 'message', m.id, 'upsert',
-           m.version,
-           json_object('id', m.id, 'chat_id', m.chat_id, 'role', m.role,
-                       'content', CASE WHEN m.privacy = 'FULL' AND NEW.privacy = 'FULL'
-                                       THEN m.content END,
-                       'privacy', CASE WHEN m.privacy = 'FULL' AND NEW.privacy = 'FULL'
-                                       THEN 'FULL' ELSE 'REDACTED' END,
-                       'created_at', m.created_at, 'updated_at', m.updated_at,
-                       'deleted_at', m.deleted_at),
-           strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-    FROM messages AS m
-    WHERE OLD.privacy IS NOT NEW.privacy
-      AND m.chat_id = NEW.id AND m.privacy <> 'LOCAL_ONLY'
-    ORDER BY m.created_at, m.id;
-    UPDATE messages SET sync_status = 'Pending'
-    WHERE OLD.privacy IS NOT NEW.privacy
-      AND chat_id = NEW.id AND privacy <> 'LOCAL_ONLY' AND sync_status <> 'Pending';
-    UPDATE chats SET sync_status = 'Pending' WHERE id = NEW.id AND sync_status <> 'Pending';
-END;
 CREATE TRIGGER chats_capture_withdraw
 AFTER UPDATE OF privacy ON chats
 WHEN NEW.privacy = 'LOCAL_ONLY' AND OLD.privacy <> 'LOCAL_ONLY'
@@ -241,4 +202,48 @@ BEGIN
     VALUES ((SELECT key FROM sync_new_key), 'message', NEW.id, 'withdraw', NEW.version,
             json_object('id', NEW.id, 'chat_id', NEW.chat_id),
             strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+END;
+CREATE TRIGGER chats_capture_update
+AFTER UPDATE OF title, privacy, deleted_at ON chats
+WHEN NEW.privacy <> 'LOCAL_ONLY'
+ AND (OLD.title IS NOT NEW.title OR OLD.privacy IS NOT NEW.privacy
+      OR OLD.deleted_at IS NOT NEW.deleted_at)
+ AND (SELECT applying FROM sync_state WHERE id = 1) = 0
+BEGIN
+    INSERT INTO sync_outbox (idempotency_key, entity_type, entity_id, op, base_version,
+                             payload, changed_at)
+    VALUES ((SELECT key FROM sync_new_key), 'chat', NEW.id, 'upsert', NEW.version,
+            json_object('id', NEW.id, 'title', NEW.title, 'privacy', NEW.privacy,
+                        'created_at', NEW.created_at, 'updated_at', NEW.updated_at,
+                        'deleted_at', NEW.deleted_at),
+            strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+    -- A chat's privacy is its messages' privacy too: when it changes to a
+    -- level that still syncs, every message is captured again at its new
+    -- effective level (REDACTED drops content everywhere; leaving LOCAL_ONLY
+    -- uploads messages never captured), after the chat's own row.
+    INSERT INTO sync_outbox (idempotency_key, entity_type, entity_id, op, base_version,
+                             payload, changed_at)
+    SELECT (SELECT key FROM sync_new_key WHERE length(m.id) >= 0), 'message', m.id, 'upsert',
+           m.version,
+           json_object('id', m.id, 'chat_id', m.chat_id, 'role', m.role,
+                       'content', CASE WHEN m.privacy = 'FULL' AND NEW.privacy = 'FULL'
+                                       THEN m.content END,
+                       'privacy', CASE WHEN m.privacy = 'FULL' AND NEW.privacy = 'FULL'
+                                       THEN 'FULL' ELSE 'REDACTED' END,
+                       'created_at', m.created_at, 'updated_at', m.updated_at,
+                       'deleted_at', m.deleted_at),
+           strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+    FROM messages AS m
+    WHERE OLD.privacy IS NOT NEW.privacy
+      AND m.chat_id = NEW.id AND m.privacy <> 'LOCAL_ONLY'
+      -- only messages whose effective level changes: a REDACTED message stays
+      -- REDACTED whatever its chat, and sending it again would overwrite what
+      -- another device holds of it (when OLD was LOCAL_ONLY, every one changes)
+      AND (OLD.privacy = 'LOCAL_ONLY' OR m.privacy = 'FULL')
+    ORDER BY m.created_at, m.id;
+    UPDATE messages SET sync_status = 'Pending'
+    WHERE OLD.privacy IS NOT NEW.privacy
+      AND chat_id = NEW.id AND privacy <> 'LOCAL_ONLY' AND sync_status <> 'Pending'
+      AND (OLD.privacy = 'LOCAL_ONLY' OR privacy = 'FULL');
+    UPDATE chats SET sync_status = 'Pending' WHERE id = NEW.id AND sync_status <> 'Pending';
 END;

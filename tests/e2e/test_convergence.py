@@ -13,12 +13,6 @@ are checked:
   missing from it or from the other device;
 * the change log holds each idempotency key once.
 
-Chats are never made REDACTED here (messages are): a REDACTED <-> FULL change
-of a chat made on one device leaves the messages only the other holds at their
-old level, a known defect pinned by two strict-xfail tests in
-``test_two_devices.py``. Put "REDACTED" back in ``CHAT_LEVELS`` once it is
-fixed.
-
 The default run is short; ``-m slow`` runs many more seeds and steps (20 x 400,
 about 35 s).
 """
@@ -41,7 +35,6 @@ from tests.fix_sync import Device, make_device
 from tests.proxy import TcpProxy
 
 LEVELS = ("FULL", "FULL", "FULL", "REDACTED", "LOCAL_ONLY")
-CHAT_LEVELS = ("FULL", "FULL", "FULL", "LOCAL_ONLY")
 RANK = {"FULL": 0, "REDACTED": 1, "LOCAL_ONLY": 2}
 
 
@@ -94,7 +87,7 @@ class World:
         )[0]
         text = f"{device.name} step {self.step_no}"
         if action == "chat" or (action == "message" and not chats):
-            store.new_chat(conn, text, rng.choice(CHAT_LEVELS))
+            store.new_chat(conn, text, rng.choice(LEVELS))
         elif action == "message":
             store.add_message(conn, rng.choice(chats), text, privacy=rng.choice(LEVELS))
         elif action == "edit" and messages:
@@ -107,8 +100,7 @@ class World:
         elif action == "delete" and (chats or messages):
             store.delete(conn, rng.choice(chats + messages))
         elif action == "privacy" and (chats or messages):
-            target = rng.choice(chats + messages)
-            store.set_privacy(conn, target, rng.choice(CHAT_LEVELS if target in chats else LEVELS))
+            store.set_privacy(conn, rng.choice(chats + messages), rng.choice(LEVELS))
         elif action == "sync":
             self.sync(device, faulty=device is self.laptop and rng.random() < 0.4)
 

@@ -412,20 +412,6 @@ def test_a_withdrawal_beats_a_later_edit_from_another_device(
     other.close()
 
 
-# Known defect, found by tests/e2e/test_convergence.py: a message's privacy on
-# the wire and on the server is its *effective* level (the stricter of its own
-# and its chat's), and only the device that changes a chat's privacy captures
-# its messages again. A chat's REDACTED <-> FULL change made on one device thus
-# leaves the messages only another device holds at their old level. Both
-# directions below fail today; strict xfail, so a fix has to remove them.
-KNOWN_REDACTED_CHAT_DEFECT = pytest.mark.xfail(
-    strict=True,
-    reason="a remote REDACTED<->FULL change of a chat does not re-capture the messages "
-    "this device holds (privacy is stored as the effective level): see the comment above",
-)
-
-
-@KNOWN_REDACTED_CHAT_DEFECT
 def test_a_chat_redacted_elsewhere_leaves_no_content_on_the_server(
     laptop: Device, desktop: Device, server: psycopg.Connection[Any]
 ) -> None:
@@ -438,7 +424,7 @@ def test_a_chat_redacted_elsewhere_leaves_no_content_on_the_server(
     desktop.sync()
     other = laptop.db()
     store.set_privacy(other, chat, "REDACTED")  # the laptop has not seen it
-    for device in (laptop, desktop, laptop):
+    for device in (laptop, desktop, desktop, laptop):  # the desktop captures on its pull
         device.sync()
     conn.close()
     other.close()
@@ -447,7 +433,6 @@ def test_a_chat_redacted_elsewhere_leaves_no_content_on_the_server(
     ).fetchone() == (0,)
 
 
-@KNOWN_REDACTED_CHAT_DEFECT
 def test_a_redacted_chat_made_full_elsewhere_shares_its_content_again(
     laptop: Device, desktop: Device, server: psycopg.Connection[Any]
 ) -> None:
@@ -458,7 +443,7 @@ def test_a_redacted_chat_made_full_elsewhere_shares_its_content_again(
     laptop.sync()
     other = laptop.db()
     store.set_privacy(other, chat, "FULL")
-    for device in (laptop, desktop, laptop):
+    for device in (laptop, desktop, desktop, laptop):  # the desktop captures on its pull
         device.sync()
     conn.close()
     other.close()
