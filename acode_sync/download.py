@@ -161,18 +161,26 @@ _APPLY_WITHDRAWALS = (
 # captures again the messages it has; the ones only this device holds, or holds
 # with content the other has not, are this device's to capture again at their
 # new level: REDACTED takes their content off the server, FULL puts it back.
-# The levels before the apply are noted here, the capture follows it.
-_CHAT_LEVELS_BEFORE = (
-    "CREATE TEMP TABLE IF NOT EXISTS sync_chat_levels (id TEXT PRIMARY KEY, privacy TEXT NOT NULL)",
-    "DELETE FROM temp.sync_chat_levels",
-    "INSERT INTO temp.sync_chat_levels (id, privacy) SELECT c.id, c.privacy FROM chats c "
-    "WHERE c.id IN (SELECT entity_id FROM sync_inbox WHERE status = 'Pending' "
-    "AND entity_type = 'chat')",
-)
+# Each page notes the level a chat had before the pull changed it (in a table,
+# so that a pull cut short keeps it), and the capture waits until the pull has
+# caught up: messages on later pages may bring the new level themselves.
+_NOTE_CHAT_LEVELS = """
+INSERT OR IGNORE INTO sync_recapture (chat_id, level_before, after_seq)
+SELECT c.id, c.privacy, (SELECT min(seq) FROM sync_inbox WHERE status = 'Pending') - 1
+FROM chats c
+WHERE c.id IN (SELECT entity_id FROM sync_inbox WHERE status = 'Pending' AND entity_type = 'chat')
+"""
+_LEVEL_CHANGED = """
+SELECT 1 FROM sync_recapture r JOIN chats c ON c.id = r.chat_id
+WHERE r.level_before <> c.privacy
+  AND r.level_before IN ('FULL', 'REDACTED') AND c.privacy IN ('FULL', 'REDACTED')
+LIMIT 1
+"""
 # Messages of their own level FULL (a REDACTED one stays REDACTED, a LOCAL_ONLY
-# one never travels) in a chat that went FULL <-> REDACTED, except those whose
-# state just arrived at that level and those already owed to the server (the
-# send-time privacy check covers them). Same payload as the capture triggers.
+# one never travels) in a chat that went FULL <-> REDACTED, except those that
+# arrived during the pull at that level and those already owed to the server
+# (the send-time privacy check covers them). The same payload as the capture
+# triggers'. CROSS JOIN fixes the order: from the few chats to their messages.
 _RECAPTURE_MESSAGES = """
 INSERT INTO sync_outbox (idempotency_key, entity_type, entity_id, op, base_version, payload,
                          changed_at)
@@ -184,15 +192,17 @@ SELECT (SELECT key FROM sync_new_key WHERE length(m.id) >= 0), 'message', m.id, 
                    'created_at', m.created_at, 'updated_at', m.updated_at,
                    'deleted_at', m.deleted_at),
        strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-FROM temp.sync_chat_levels was
-JOIN chats c ON c.id = was.id
-JOIN messages m ON m.chat_id = c.id
-WHERE was.privacy <> c.privacy
-  AND was.privacy IN ('FULL', 'REDACTED') AND c.privacy IN ('FULL', 'REDACTED')
+FROM sync_recapture r
+CROSS JOIN chats c ON c.id = r.chat_id
+CROSS JOIN messages m ON m.chat_id = c.id
+WHERE r.level_before <> c.privacy
+  AND r.level_before IN ('FULL', 'REDACTED') AND c.privacy IN ('FULL', 'REDACTED')
   AND m.privacy = 'FULL'
-  AND NOT EXISTS (SELECT 1 FROM sync_inbox i WHERE i.status = 'Pending'
-                  AND i.entity_type = 'message' AND i.entity_id = m.id
-                  AND json_extract(i.payload, '$.privacy') = c.privacy)
+  AND (m.id, c.privacy) NOT IN (SELECT i.entity_id, json_extract(i.payload, '$.privacy')
+                                FROM sync_inbox i
+                                WHERE i.seq > (SELECT min(after_seq) FROM sync_recapture)
+                                  AND i.status = 'Applied' AND i.entity_type = 'message'
+                                  AND json_extract(i.payload, '$.privacy') IS NOT NULL)
   AND NOT EXISTS (SELECT 1 FROM sync_outbox o WHERE o.entity_id = m.id
                   AND o.status IN ('Pending', 'Failed') AND o.entity_type = 'message')
 ORDER BY m.created_at, m.id
@@ -200,7 +210,8 @@ ORDER BY m.created_at, m.id
 _RECAPTURED_PENDING = """
 UPDATE messages SET sync_status = 'Pending'
 WHERE sync_status <> 'Pending'
-  AND chat_id IN (SELECT id FROM temp.sync_chat_levels)
+  AND chat_id IN (SELECT r.chat_id FROM sync_recapture r JOIN chats c ON c.id = r.chat_id
+                  WHERE r.level_before <> c.privacy)
   AND EXISTS (SELECT 1 FROM sync_outbox o WHERE o.entity_id = messages.id
               AND o.status IN ('Pending', 'Failed') AND o.entity_type = 'message')
 """
@@ -250,6 +261,7 @@ class Puller:
         report = PullReport()
         self.apply_inbox(report)  # whatever a crash left between the two steps
         page_size = self.config.download.page_size
+        caught_up = False
         while max_pages is None or report.pages < max_pages:
             cursor = self.conn.execute("SELECT pull_cursor FROM sync_state").fetchone()[0]
             rows = pull_page(remote, cursor, page_size)
@@ -267,13 +279,27 @@ class Puller:
                     (cursor, iso(self.clock())),
                 )
             if not rows:
+                caught_up = True
                 break
             report.pages += 1
             report.received += len(rows)
             self.apply_inbox(report)
             if len(rows) < page_size:
+                caught_up = True
                 break
+        if caught_up:  # the log has nothing after the cursor
+            self.recapture()
         return report
+
+    def recapture(self) -> None:
+        """Capture again the messages of chats whose level this pull changed."""
+        if self.conn.execute("SELECT 1 FROM sync_recapture LIMIT 1").fetchone() is None:
+            return
+        with write(self.conn):
+            if self.conn.execute(_LEVEL_CHANGED).fetchone() is not None:
+                self.conn.execute(_RECAPTURE_MESSAGES)
+                self.conn.execute(_RECAPTURED_PENDING)
+            self.conn.execute("DELETE FROM sync_recapture")
 
     def apply_inbox(self, report: PullReport) -> None:
         """Apply every pending inbox row in one guarded transaction."""
@@ -294,8 +320,7 @@ class Puller:
                 (now, self.device_id),
             ).rowcount
             report.skipped += own
-            for statement in _CHAT_LEVELS_BEFORE:
-                self.conn.execute(statement)
+            self.conn.execute(_NOTE_CHAT_LEVELS)
             # Conflicts: remote changes for entities with local changes pending,
             # found through the outbox's index of open rows, one probe per change.
             for row in self.conn.execute(_CONFLICTING).fetchall():
@@ -307,8 +332,6 @@ class Puller:
             # device) stays out: privacy decided elsewhere is not undone here.
             report.skipped += self.conn.execute(_SKIP_ORPHANS, (now,)).rowcount
             self.conn.execute(_APPLY_MESSAGES)
-            if self.conn.execute(_RECAPTURE_MESSAGES).rowcount:
-                self.conn.execute(_RECAPTURED_PENDING)
             applied = self.conn.execute(
                 "UPDATE sync_inbox SET status = 'Applied', applied_at = ? WHERE status = 'Pending'",
                 (now,),

@@ -1,5 +1,6 @@
 -- acode-sync local schema, migration 0002: a chat's privacy change captures
--- again only the messages whose effective level it changes.
+-- again only the messages whose effective level it changes, and a change of a
+-- chat's level pulled from another device gets its messages captured here.
 --
 -- Apply with `acode-sync migrate --local` (or `init`, which is idempotent), or
 -- by hand: sqlite3 .agent/workspace.db < 0002_recapture_changed_levels.sql
@@ -13,6 +14,15 @@
 -- LOCAL_ONLY changes every message's (none of them was ever captured).
 
 BEGIN IMMEDIATE;
+
+-- Chats whose level a pull is changing: the level each had before, and the
+-- last change seq before it. The puller captures their messages again once it
+-- has caught up with the log, then empties this; a pull cut short keeps it.
+CREATE TABLE IF NOT EXISTS sync_recapture (
+    chat_id       TEXT PRIMARY KEY,
+    level_before  TEXT NOT NULL,
+    after_seq     INTEGER NOT NULL
+);
 
 DROP TRIGGER IF EXISTS chats_capture_update;
 CREATE TRIGGER chats_capture_update

@@ -203,6 +203,11 @@ BEGIN
             json_object('id', NEW.id, 'chat_id', NEW.chat_id),
             strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
 END;
+CREATE TABLE sync_recapture (
+    chat_id       TEXT PRIMARY KEY,
+    level_before  TEXT NOT NULL,
+    after_seq     INTEGER NOT NULL
+);
 CREATE TRIGGER chats_capture_update
 AFTER UPDATE OF title, privacy, deleted_at ON chats
 WHEN NEW.privacy <> 'LOCAL_ONLY'

@@ -412,6 +412,46 @@ def test_a_withdrawal_beats_a_later_edit_from_another_device(
     other.close()
 
 
+def test_messages_are_captured_again_once_the_pull_has_caught_up_even_across_cuts(
+    tmp_path: Path, pg: PgDatabase, server: psycopg.Connection[Any]
+) -> None:
+    laptop = make_device(tmp_path, "laptop", pg.device_url("alice"))
+    desktop = make_device(tmp_path, "desktop", pg.device_url("alice"), **{"download.page_size": 2})
+    conn = desktop.db()
+    chat = store.new_chat(conn, "shared")
+    for i in range(3):
+        store.add_message(conn, chat, f"seen {i}")
+    desktop.sync()
+    laptop.sync()
+    unseen = [store.add_message(conn, chat, f"unseen {i}") for i in range(2)]
+    desktop.sync()
+    other = laptop.db()
+    store.set_privacy(other, chat, "REDACTED")  # captures the three it has again
+    laptop.sync()
+    puller = Puller(conn, desktop.config, desktop.config.device_id or "")
+    with psycopg.connect(desktop.url, autocommit=True) as remote:
+        puller.pull(remote, max_pages=1)  # cut short: more of the log is waiting
+    assert rows(desktop, "SELECT chat_id FROM sync_recapture") == [(chat,)]
+    assert rows(desktop, "SELECT count(*) FROM sync_outbox WHERE status = 'Pending'") == [(0,)]
+
+    desktop.sync()  # pulls the rest, then captures again only what the laptop never had
+
+    recaptured = rows(
+        desktop,
+        "SELECT entity_id, json_extract(payload, '$.privacy'), json_extract(payload, '$.content') "
+        "FROM sync_outbox WHERE status = 'Pending' ORDER BY entity_id",
+    )
+    assert recaptured == sorted((m, "REDACTED", None) for m in unseen)
+    assert rows(desktop, "SELECT count(*) FROM sync_recapture") == [(0,)]
+    desktop.sync()
+    assert server.execute(
+        "SELECT count(*) FROM acode_sync.messages WHERE content IS NOT NULL"
+    ).fetchone() == (0,)
+    assert rows(desktop, "SELECT count(*) FROM sync_conflicts") == [(0,)]
+    conn.close()
+    other.close()
+
+
 def test_a_chat_redacted_elsewhere_leaves_no_content_on_the_server(
     laptop: Device, desktop: Device, server: psycopg.Connection[Any]
 ) -> None:
