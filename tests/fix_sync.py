@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,12 +12,14 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from acode_sync.cli import sync
 from acode_sync.config import SyncConfig, parse_config
 from acode_sync.engine import CycleReport, SyncEngine, connect_remote
 from acode_sync.workspace import Workspace, write
 from tests.fix_pg import PgDatabase
+from tests.proxy import TcpProxy
 
 
 @dataclass
@@ -111,3 +114,18 @@ def corrupt(conn: Any, entity_id: str, field: str, value: Any) -> None:
             "WHERE seq = (SELECT max(seq) FROM sync_outbox WHERE entity_id = ?)",
             (field, value, entity_id),
         )
+
+
+@pytest.fixture
+def proxy(pg: PgDatabase) -> Iterator[TcpProxy]:
+    """A real TCP proxy in front of the test server: cut, restore, lose replies."""
+    params = conninfo_to_dict(pg.url())
+    with TcpProxy(str(params.get("host", "127.0.0.1")), int(params.get("port", 5432))) as p:
+        yield p
+
+
+def through(proxy: TcpProxy, url: str) -> str:
+    """``url`` with the proxy as its host and port."""
+    params = conninfo_to_dict(url)
+    params.update(host="127.0.0.1", port=proxy.port)
+    return make_conninfo(**params)

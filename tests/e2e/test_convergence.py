@@ -20,35 +20,20 @@ about 35 s).
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from acode_sync import store
 from acode_sync.workspace import write
 from tests.fix_pg import PgDatabase
-from tests.fix_sync import Device, make_device
+from tests.fix_sync import Device, make_device, through
 from tests.proxy import TcpProxy
 
 LEVELS = ("FULL", "FULL", "FULL", "REDACTED", "LOCAL_ONLY")
 RANK = {"FULL": 0, "REDACTED": 1, "LOCAL_ONLY": 2}
-
-
-@pytest.fixture
-def proxy(pg: PgDatabase) -> Iterator[TcpProxy]:
-    params = conninfo_to_dict(pg.url())
-    with TcpProxy(str(params.get("host", "127.0.0.1")), int(params.get("port", 5432))) as p:
-        yield p
-
-
-def _through(proxy: TcpProxy, url: str) -> str:
-    params = conninfo_to_dict(url)
-    params.update(host="127.0.0.1", port=proxy.port)
-    return make_conninfo(**params)
 
 
 class World:
@@ -58,7 +43,7 @@ class World:
         url = pg.device_url("alice")
         # Cuts may come often: attempts must not run out inside a run.
         self.laptop = make_device(
-            root, "laptop", _through(proxy, url), **{"retry.max_attempts": 1000}
+            root, "laptop", through(proxy, url), **{"retry.max_attempts": 1000}
         )
         self.desktop = make_device(root, "desktop", url, **{"retry.max_attempts": 1000})
         self.proxy = proxy

@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import psycopg
-import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from acode_sync import store
 from acode_sync.clock import iso
 from acode_sync.engine import connect_remote
 from acode_sync.upload import Uploader
-from tests.fix_pg import PgDatabase
-from tests.fix_sync import Device, FakeClock
+from tests.fix_sync import Device, FakeClock, through
 from tests.proxy import TcpProxy
-
-
-@pytest.fixture
-def proxy(pg: PgDatabase) -> Iterator[TcpProxy]:
-    params = conninfo_to_dict(pg.url())
-    with TcpProxy(str(params.get("host", "127.0.0.1")), int(params.get("port", 5432))) as p:
-        yield p
-
-
-def through(proxy: TcpProxy, url: str) -> str:
-    params = conninfo_to_dict(url)
-    params.update(host="127.0.0.1", port=proxy.port)
-    return make_conninfo(**params)
 
 
 def server_counts(server: psycopg.Connection[Any]) -> tuple[int, int]:
