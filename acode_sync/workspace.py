@@ -20,6 +20,7 @@ from pathlib import Path
 
 from acode_sync.config import SyncConfig, load_config
 from acode_sync.errors import UsageError
+from acode_sync.migrations import applied_local, migrate_local
 
 AGENT_DIR = ".agent"
 DB_NAME = "workspace.db"
@@ -53,11 +54,23 @@ class Workspace:
         return load_config(self.config_path)
 
     def connect(self, *, create: bool = False) -> sqlite3.Connection:
-        """Open the database; refuse a missing one unless ``create`` (init does)."""
+        """Open the database; refuse a missing one unless ``create`` (init does).
+
+        A workspace made by an earlier version gets the local migrations it
+        lacks here, so an upgrade needs no step before the next command (each
+        file is its own transaction and safe to meet twice)."""
         if not create and not self.db_path.exists():
             raise UsageError(f"{self.db_path}: no workspace database; run 'acode-sync init' first")
         check_sqlite_file(self.db_path)
-        return connect(self.db_path)
+        conn = connect(self.db_path)
+        if not create:
+            try:
+                if applied_local(conn):
+                    migrate_local(conn)
+            except BaseException:
+                conn.close()
+                raise
+        return conn
 
 
 def find_workspace(explicit: str | os.PathLike[str] | None = None) -> Workspace:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from acode_sync.migrations import canonical_schema, migrate_local, pending_local, shipped
-from acode_sync.workspace import connect
+from acode_sync.workspace import AGENT_DIR, Workspace, connect
 
 
 def schema_of(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
@@ -63,3 +63,17 @@ def test_files_apply_by_hand_and_runner_agrees(tmp_path: Path) -> None:
     assert schema_of(conn) == schema_of(reference)
     conn.close()
     reference.close()
+
+
+def test_a_workspace_of_an_earlier_version_is_migrated_when_opened(tmp_path: Path) -> None:
+    (tmp_path / AGENT_DIR).mkdir()
+    workspace = Workspace(tmp_path)
+    old = connect(workspace.db_path)
+    old.executescript(shipped("sqlite")[0].sql)  # as version 0001 left it
+    assert pending_local(old)
+    old.close()
+    conn = workspace.connect()
+    assert pending_local(conn) == []
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "sync_recapture" in tables
+    conn.close()
