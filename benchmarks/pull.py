@@ -39,8 +39,9 @@ Measured:
     version 2 of pulled rows), and ``conflicts.choose_winner`` per call.
 (3) Conflict detection at push, on the server: ``remote.push_batch`` of 1,000
     message updates made on the current version vs 1,000 stale ones (base version
-    behind), interleaved; the difference per item is the extra cost of a
-    conflict, its logging in ``acode_sync.conflicts`` included.
+    behind, sent as another device: a device never conflicts with itself),
+    interleaved; the difference per item is the extra cost of a conflict, its
+    logging in ``acode_sync.conflicts`` included.
 
 ``--profile`` adds a cProfile run of a second full pull (a fresh reader, outside
 the measured table).
@@ -102,6 +103,7 @@ from acode_sync.store import new_chat
 from acode_sync.workspace import connect, write
 
 WRITER_ID = "bench-writer"
+STALE_WRITER_ID = "bench-other-device"  # sends the stale batches of (3)
 READER_ID = "bench-reader"
 
 DEFAULT_ROWS = 100_000
@@ -869,7 +871,10 @@ def run_push_check(
             base = version if kind == "applied" else version - 1
             items = update_items(targets, base, f"{kind} on v{base}")
             start = time.perf_counter()
-            results = push_batch(remote, str(ULID()), WRITER_ID, items)
+            # A stale change conflicts only when another device wrote the
+            # current row: a device never conflicts with itself.
+            device = WRITER_ID if kind == "applied" else STALE_WRITER_ID
+            results = push_batch(remote, str(ULID()), device, items)
             seconds = time.perf_counter() - start
             want = "applied" if kind == "applied" else "conflict"
             outcomes = {r.outcome for r in results}

@@ -20,6 +20,11 @@
 -- made on the withdrawn version, by a device that has seen the withdrawal)
 -- takes its messages back in the same batch like any other change.
 --
+-- A device never conflicts with itself: a change made on an older version of a
+-- row the same device wrote last (its answer lost on the way back, or the
+-- server's withdrawal of a chat's messages on its behalf) is applied on top of
+-- it. Under 0001 it was a conflict with the device's own write.
+--
 -- The same migration makes push() cheaper per call; its answers and writes are
 -- otherwise 0001's. 0001 parsed the items into an array and rebuilt it once
 -- each for duplicates, validation and conflicts, each step planned afresh with
@@ -184,7 +189,11 @@ BEGIN
         SELECT va.*, g.withdrawal,
                CASE WHEN va.early_result IS NOT NULL THEN va.early_result
                     WHEN g.withdrawal IS NOT NULL THEN 'conflict'
+                    -- A device never conflicts with itself: a row it wrote last
+                    -- (a write whose answer was lost, or what the server did of its
+                    -- own change) is a version it has, whether or not it was told.
                     WHEN va.op = 'upsert' AND va.current_version <> va.base_version
+                         AND va.current_row->>'origin_device' IS DISTINCT FROM p_device
                         THEN 'conflict'
                END AS result,
                CASE WHEN g.withdrawal IS NOT NULL AND va.current_row IS NULL

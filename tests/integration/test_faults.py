@@ -93,6 +93,34 @@ def test_lost_acknowledgement_then_resend_leaves_exactly_one_change(
     conn.close()
 
 
+def test_an_edit_after_a_lost_acknowledgement_is_no_conflict_with_itself(
+    alice: Device, proxy: TcpProxy, server: psycopg.Connection[Any]
+) -> None:
+    conn = alice.db()
+    chat = store.new_chat(conn, "first title")
+    alice.sync()
+    store.rename_chat(conn, chat, "second title")
+    url = through(proxy, alice.url)
+    mover = uploader(alice)
+    with connect_remote(url) as pg:
+        pg.execute("SELECT 1")
+        proxy.lose_replies(then_cut_after=0.5)
+        assert mover.push(pg).failed == 1  # applied on the server, never acknowledged
+    proxy.restore()
+    # Edited again before the resend: the newest row stands for both and goes
+    # out on the version the device knows, which its own lost write moved.
+    store.rename_chat(conn, chat, "third title")
+    with connect_remote(url) as pg:
+        report = mover.push(pg, ignore_backoff=True)
+    assert (report.applied, report.conflicts) == (1, 0)
+    assert server.execute("SELECT title, version FROM acode_sync.chats").fetchone() == (
+        "third title",
+        3,
+    )
+    assert conn.execute("SELECT count(*) FROM sync_conflicts").fetchone()[0] == 0
+    conn.close()
+
+
 def test_backoff_schedule_and_max_attempts(
     alice: Device, proxy: TcpProxy, server: psycopg.Connection[Any]
 ) -> None:
