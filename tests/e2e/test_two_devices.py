@@ -13,6 +13,7 @@ import pytest
 
 from acode_sync import store
 from acode_sync.download import Puller
+from acode_sync.upload import Uploader
 from acode_sync.workspace import write
 from tests.fix_pg import PgDatabase
 from tests.fix_sync import Device, make_device
@@ -492,8 +493,9 @@ def test_a_redacted_chat_made_full_elsewhere_shares_its_content_again(
     ]
 
 
+@pytest.mark.parametrize("pulled_between", [True, False], ids=["pulled", "push-only"])
 def test_a_chat_withdrawn_then_shared_again_keeps_and_brings_back_its_messages(
-    laptop: Device, desktop: Device, server: psycopg.Connection[Any]
+    laptop: Device, desktop: Device, server: psycopg.Connection[Any], pulled_between: bool
 ) -> None:
     conn = laptop.db()
     chat = store.new_chat(conn, "shared, private, shared")
@@ -501,12 +503,22 @@ def test_a_chat_withdrawn_then_shared_again_keeps_and_brings_back_its_messages(
     laptop.sync()
     desktop.sync()
     store.set_privacy(conn, chat, "LOCAL_ONLY")
-    laptop.sync()  # the server withdraws the chat and, with it, its messages
+    # The server withdraws the chat and, with it, its messages (version 2).
+    if pulled_between:
+        laptop.sync()
+        # The laptop took the versions of that withdrawal from the log (its
+        # own change), so sharing again is made on them.
+        want_version = 2
+    else:  # the pull after the push failed: the laptop never saw version 2
+        mover = Uploader(conn, laptop.config, laptop.config.device_id or "")
+        with psycopg.connect(laptop.url, autocommit=True) as remote:
+            assert mover.push(remote).applied == 1
+        want_version = 1  # the server takes it anyway: its own last write
     desktop.sync()
     assert rows(desktop, "SELECT count(*) FROM messages") == [(0,)]
-    # The laptop took the versions the server gave its messages in that
-    # withdrawal (its own change), so sharing again is no conflict.
-    assert rows(laptop, "SELECT id, content, version FROM messages") == [(first, "before", 2)]
+    assert rows(laptop, "SELECT id, content, version FROM messages") == [
+        (first, "before", want_version)
+    ]
     later = store.add_message(conn, chat, "while private")
     store.set_privacy(conn, chat, "FULL")
 
