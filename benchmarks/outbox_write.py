@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import math
 import os
 import platform
 import sqlite3
@@ -34,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import emit
+from common import emit, load_average, percentile, progress, verdict
 from ulid import ULID
 
 from acode_sync.migrations import migrate_local
@@ -157,12 +156,6 @@ class BenchResult:
 # ---------------------------------------------------------------- helpers ----
 
 
-def percentile(ordered: Sequence[int], pct: float) -> int:
-    """Nearest-rank percentile of an already sorted, non-empty sequence."""
-    rank = max(1, math.ceil(pct / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
 def filesystem_of(path: Path) -> str:
     """The filesystem type that holds ``path`` (Linux /proc/self/mounts), or 'unknown'."""
     target = str(path.resolve())
@@ -180,13 +173,6 @@ def filesystem_of(path: Path) -> str:
     except OSError:
         pass
     return kind
-
-
-def load_average() -> str:
-    try:
-        return " / ".join(f"{value:.2f}" for value in os.getloadavg())
-    except OSError:
-        return "unknown"
 
 
 def machine_info(db_dir: Path) -> Machine:
@@ -255,11 +241,6 @@ def message_outbox_rows(conn: sqlite3.Connection) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def _progress(message: str, quiet: bool) -> None:
-    if not quiet:
-        print(message, file=sys.stderr, flush=True)
-
-
 # ------------------------------------------------------------- benchmarks ----
 
 
@@ -284,7 +265,7 @@ def run_latency(
                 timed_inserts(conn, chat_id, size, samples[name])
             done += size
             index += 1
-        _progress(f"  {mode}: {n} + {n} transactions done", quiet)
+        progress(f"  {mode}: {n} + {n} transactions done", quiet)
         captured_rows, _ = message_outbox_rows(captured)
         baseline_rows, _ = message_outbox_rows(baseline)
     finally:
@@ -364,16 +345,14 @@ def run(
         folder = Path(name)
         machine = machine_info(folder)
         if machine.filesystem in MEMORY_FILESYSTEMS:
-            _progress(
-                f"warning: {folder} is on {machine.filesystem}, not a disk; pass --dir", False
-            )
+            progress(f"warning: {folder} is on {machine.filesystem}, not a disk; pass --dir", False)
         modes: dict[str, ModeResult] = {}
         bulk: dict[str, BulkResult] = {}
         for mode in MODES:
-            _progress(f"latency, synchronous={mode}", quiet)
+            progress(f"latency, synchronous={mode}", quiet)
             modes[mode] = run_latency(folder, mode, n=n, warmup=warmup, block=block, quiet=quiet)
         for index, mode in enumerate(MODES):
-            _progress(f"bulk, synchronous={mode}", quiet)
+            progress(f"bulk, synchronous={mode}", quiet)
             bulk[mode] = run_bulk(folder, mode, rows=bulk_rows, captured_first=index % 2 == 0)
     return BenchResult(
         machine=machine,
@@ -387,13 +366,6 @@ def run(
 
 
 # --------------------------------------------------------------- reporting ----
-
-
-def _verdict(value: float, limit: float, unit: str) -> str:
-    if value <= limit:
-        return f"met ({value:.3f}{unit} <= {limit:g}{unit})"
-    over = (value / limit - 1) * 100
-    return f"**missed** ({value:.3f}{unit} > {limit:g}{unit}, over by {over:.0f}%)"
 
 
 def to_markdown(result: BenchResult, command: str | None = None) -> str:
@@ -443,24 +415,26 @@ def to_markdown(result: BenchResult, command: str | None = None) -> str:
     for mode in result.modes.values():
         c = mode.captured
         lines.append(
-            f"- spec, {mode.mode}: typical (p50) {_verdict(c.p50_ms, SPEC_TYPICAL_MS, ' ms')}; "
-            f"max {_verdict(c.max_ms, SPEC_MAX_MS, ' ms')}"
+            f"- spec, {mode.mode}: typical (p50) "
+            f"{verdict(c.p50_ms, SPEC_TYPICAL_MS, ' ms', digits=3)}; "
+            f"max {verdict(c.max_ms, SPEC_MAX_MS, ' ms', digits=3)}"
         )
     full = result.modes.get("FULL")
     if full is not None:
         lines.append(
             f"- ours, p99 with synchronous=FULL: "
-            f"{_verdict(full.captured.p99_ms, TARGET_P99_FULL_MS, ' ms')}"
+            f"{verdict(full.captured.p99_ms, TARGET_P99_FULL_MS, ' ms', digits=3)}"
         )
     for mode in result.modes.values():
         lines.append(
             f"- ours, capture cost, {mode.mode}: p50 "
-            f"{_verdict(mode.ratio_p50, TARGET_MAX_RATIO, 'x')}; p99 "
-            f"{_verdict(mode.ratio_p99, TARGET_MAX_RATIO, 'x')}"
+            f"{verdict(mode.ratio_p50, TARGET_MAX_RATIO, 'x', digits=3)}; p99 "
+            f"{verdict(mode.ratio_p99, TARGET_MAX_RATIO, 'x', digits=3)}"
         )
     for bulk in result.bulk.values():
         lines.append(
-            f"- ours, capture cost, bulk {bulk.mode}: {_verdict(bulk.ratio, TARGET_MAX_RATIO, 'x')}"
+            f"- ours, capture cost, bulk {bulk.mode}: "
+            f"{verdict(bulk.ratio, TARGET_MAX_RATIO, 'x', digits=3)}"
         )
     return "\n".join(lines) + "\n"
 

@@ -56,7 +56,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import datetime as dt
-import hashlib
 import io
 import json
 import logging
@@ -66,7 +65,6 @@ import platform
 import pstats
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -78,13 +76,12 @@ from typing import Any
 from unittest import mock
 
 import psycopg
-from common import emit, profile_lines
+from common import code_version, emit, load_average, profile_lines, progress, verdict
 from outbox_write import MEMORY_FILESYSTEMS, filesystem_of
 from push import (
     CONTENT,
     DEFAULT_ADMIN_URL,
     DEVICE_ROLE,
-    load_average,
     scratch_database,
     server_settings,
     server_version,
@@ -97,7 +94,7 @@ from acode_sync.clock import iso, utcnow
 from acode_sync.config import SyncConfig, parse_config
 from acode_sync.download import Puller, PullReport
 from acode_sync.engine import connect_remote
-from acode_sync.migrations import migrate_local, shipped
+from acode_sync.migrations import migrate_local
 from acode_sync.remote import pull_page, push_batch
 from acode_sync.store import new_chat
 from acode_sync.workspace import connect, write
@@ -337,34 +334,6 @@ class PullBenchResult:
 # ---------------------------------------------------------------- helpers ----
 
 
-def _progress(message: str, quiet: bool) -> None:
-    if not quiet:
-        print(message, file=sys.stderr, flush=True)
-
-
-def code_version() -> str:
-    """The commit, whether acode_sync/ or sql/ differ from it, and a hash of the SQL
-    that the scratch database was migrated with (read-only git commands)."""
-    root = Path(__file__).resolve().parents[1]
-    git = ["git", "--no-optional-locks", "-C", str(root)]
-    try:
-        head = subprocess.run(
-            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            [*git, "status", "--porcelain", "--", "acode_sync", "sql"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        head, dirty = "unknown", ""
-    text = "".join(m.sql for side in ("postgres", "sqlite") for m in shipped(side))
-    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    state = "uncommitted changes in acode_sync/ or sql/" if dirty else "acode_sync/ and sql/ clean"
-    return f"git {head} ({state}); shipped SQL sha256 {digest}"
-
-
 def reader_config(page_size: int) -> SyncConfig:
     return parse_config(
         {"sync": {"device_id": READER_ID, "download": {"page_size": page_size}}},
@@ -563,7 +532,7 @@ def run_pull(
     device_url = with_params(db_url, user=DEVICE_ROLE)
     rows = len(fill.messages)
     baselines = [baseline_insert(folder / "baseline-before.db", fill)]
-    _progress(f"  baseline before: {baselines[0]:.2f} s", quiet)
+    progress(f"  baseline before: {baselines[0]:.2f} s", quiet)
     conn = fresh_local(folder / "reader.db")
     try:
         before = scan_counters(db_url)
@@ -571,7 +540,7 @@ def run_pull(
             report, seconds, fetch_s, pages_ms, apply_s = timed_pull(
                 conn, remote, page_size, folder / "reader-conflicts", fetched
             )
-        _progress(f"  pull: {seconds:.2f} s ({report})", quiet)
+        progress(f"  pull: {seconds:.2f} s ({report})", quiet)
         scans = scan_delta(db_url, before, report.pages)
         local_messages = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
         local_chats = conn.execute("SELECT count(*) FROM chats").fetchone()[0]
@@ -594,7 +563,7 @@ def run_pull(
     finally:
         conn.close()
     baselines.append(baseline_insert(folder / "baseline-after.db", fill))
-    _progress(f"  baseline after: {baselines[1]:.2f} s", quiet)
+    progress(f"  baseline after: {baselines[1]:.2f} s", quiet)
     result = PullResult(
         rows=rows,
         changes=report.received,
@@ -895,7 +864,7 @@ def run_push_check(
     logged = int(row[0]) if row else 0
     if logged != (repeats + 1) * len(targets):
         raise AssertionError(f"{logged} conflicts logged, want {(repeats + 1) * len(targets)}")
-    _progress(f"  push check: {repeats} + 1 pairs of batches of {len(targets)}", quiet)
+    progress(f"  push check: {repeats} + 1 pairs of batches of {len(targets)}", quiet)
     return PushCheckResult(
         batch=len(targets), applied_s=tuple(applied), stale_s=tuple(stale), conflicts_logged=logged
     )
@@ -1005,17 +974,17 @@ def run(
             database=name,
         )
         if result.machine.filesystem in MEMORY_FILESYSTEMS:
-            _progress(f"warning: {folder} is on {result.machine.filesystem}, not a disk", False)
-        _progress(f"fill: {rows:,} messages on the server", quiet)
+            progress(f"warning: {folder} is on {result.machine.filesystem}, not a disk", False)
+        progress(f"fill: {rows:,} messages on the server", quiet)
         fill = fill_server(with_params(db_url, user=DEVICE_ROLE), rows)
         settle_server(db_url)
         check_server(db_url, rows)  # its last seq is rows + 1, as Fill says
         result.fill_s = fill.seconds
-        _progress("(1) pull and apply", quiet)
+        progress("(1) pull and apply", quiet)
         fetched: list[Row] = []
         result.pull = run_pull(folder, db_url, fill, page_size, fetched, quiet=quiet)
         chat, messages = fetched[0], fetched[1:]
-        _progress("(2) detection at pull", quiet)
+        progress("(2) detection at pull", quiet)
         result.detection = run_detection(
             folder,
             chat,
@@ -1031,12 +1000,12 @@ def run(
             folder, chat, messages[used:], items=resolve_items, page_size=page_size
         )
         result.winner = run_winner(winner_calls, WINNER_RUNS)
-        _progress("(3) detection at push", quiet)
+        progress("(3) detection at push", quiet)
         result.push_check = run_push_check(
             db_url, fill.messages[:push_batch_size], repeats=push_repeats, quiet=quiet
         )
         if profile:
-            _progress("profile: a second full pull under cProfile", quiet)
+            progress("profile: a second full pull under cProfile", quiet)
             result.profile = run_profile(folder, db_url, page_size, profile_top)
     result.elapsed_s = time.perf_counter() - started
     result.load_at_end = load_average()
@@ -1044,25 +1013,6 @@ def run(
 
 
 # --------------------------------------------------------------- reporting ----
-
-
-def _verdict(
-    value: float, limit: float, unit: str, *, at_least: bool = False, digits: int = 2
-) -> str:
-    ok = value >= limit if at_least else value <= limit
-    sign = ">=" if at_least else "<="
-    shown = f"{value:,.{digits}f}{unit}"
-    if ok:
-        return f"met ({shown} {sign} {limit:,g}{unit})"
-    if at_least:
-        miss = f"short by {(1 - value / limit) * 100:.0f}%"
-    else:
-        miss = (
-            f"over by {value / limit:.1f}x"
-            if value > 2 * limit
-            else (f"over by {(value / limit - 1) * 100:.0f}%")
-        )
-    return f"**missed** ({shown}, target {sign} {limit:,g}{unit}: {miss})"
 
 
 def to_markdown(result: PullBenchResult, command: str | None = None) -> str:
@@ -1204,25 +1154,25 @@ def to_markdown(result: PullBenchResult, command: str | None = None) -> str:
     spec_max_us = SPEC_DETECT_MAX_MS * 1e3
     ours_us = TARGET_DETECT_MS * 1e3
     if p is not None:
-        rate = _verdict(p.rows_per_s, TARGET_PULL_ROWS_PER_S, " rows/s", at_least=True, digits=0)
+        rate = verdict(p.rows_per_s, TARGET_PULL_ROWS_PER_S, " rows/s", at_least=True, digits=0)
         lines.append(f"- ours, pull + apply >= {TARGET_PULL_ROWS_PER_S:,g} rows/s: {rate}")
     for d in result.detection:
         typical, worst = d.detect_us_per_item, d.detect_max_us_per_item
         lines.append(
             f"- detection at pull per item, page of {d.page:,}, {d.open_rows:,} open rows: "
-            f"spec typical {_verdict(typical, spec_typical_us, ' µs')}, max "
-            f"{_verdict(worst, spec_max_us, ' µs')}; ours: typical "
-            f"{_verdict(typical, ours_us, ' µs')}, worst {_verdict(worst, ours_us, ' µs')}"
+            f"spec typical {verdict(typical, spec_typical_us, ' µs')}, max "
+            f"{verdict(worst, spec_max_us, ' µs')}; ours: typical "
+            f"{verdict(typical, ours_us, ' µs')}, worst {verdict(worst, ours_us, ' µs')}"
         )
     if w is not None:
-        lines.append(f"- `choose_winner` per call: ours {_verdict(w.us_per_call, ours_us, ' µs')}")
+        lines.append(f"- `choose_winner` per call: ours {verdict(w.us_per_call, ours_us, ' µs')}")
     if c is not None:
         worst_extra = (max(c.stale_s) * 1e3 - c.applied_ms) / c.batch * 1e3
         lines.append(
             "- detection at push, extra per conflicting item (stale - applied batch, medians): "
-            f"spec typical {_verdict(c.extra_us_per_item, spec_typical_us, ' µs')}, max "
-            f"(slowest stale batch) {_verdict(worst_extra, spec_max_us, ' µs')}; ours "
-            f"{_verdict(c.extra_us_per_item, ours_us, ' µs')}"
+            f"spec typical {verdict(c.extra_us_per_item, spec_typical_us, ' µs')}, max "
+            f"(slowest stale batch) {verdict(worst_extra, spec_max_us, ' µs')}; ours "
+            f"{verdict(c.extra_us_per_item, ours_us, ' µs')}"
         )
     if r is not None:
         lines.append(

@@ -71,7 +71,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from common import emit, profile_lines
+from common import code_version, emit, load_average, percentile, profile_lines, progress, verdict
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from ulid import ULID
@@ -284,19 +284,6 @@ class PushBenchResult:
 # ---------------------------------------------------------------- helpers ----
 
 
-def percentile(ordered: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile of an already sorted, non-empty sequence."""
-    rank = max(1, math.ceil(pct / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
-def load_average() -> str:
-    try:
-        return " / ".join(f"{value:.2f}" for value in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
 def peak_rss_kb() -> int:
     """Peak resident set size of this process so far, in KiB.
 
@@ -312,35 +299,6 @@ def peak_rss_kb() -> int:
     except OSError:
         pass
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-
-
-def code_version() -> str:
-    """The commit of the working tree and whether the measured code differs from it
-    (read-only git commands; 'unknown' outside a checkout)."""
-    root = Path(__file__).resolve().parents[1]
-
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", "--no-optional-locks", "-C", str(root), *args],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise OSError(done.stderr.strip())
-        return done.stdout.strip()
-
-    try:
-        head = git("log", "-1", "--format=%h %ad", "--date=format:%Y-%m-%d %H:%M")
-        dirty = git("status", "--porcelain", "--", "acode_sync", "sql")
-    except OSError:
-        return "unknown"
-    return f"{head}" + (" + uncommitted changes in acode_sync/ or sql/" if dirty else "")
-
-
-def _progress(message: str, quiet: bool) -> None:
-    if not quiet:
-        print(message, file=sys.stderr, flush=True)
 
 
 def with_params(url: str, **changes: Any) -> str:
@@ -657,7 +615,7 @@ def run_batch_latency(
     }
     if grown != want:
         raise AssertionError(f"batch latency: the server grew by {grown}, want {want}")
-    _progress(
+    progress(
         f"  one batch of {LATENCY_BATCH}, server holding {before['messages']:,} messages: "
         f"{repeats} repeats done",
         quiet,
@@ -861,7 +819,7 @@ def run_drains(
         copies: list[float] = []
         floors: list[float] = []
         for index, batch_size in enumerate(DRAIN_BATCHES):
-            _progress(f"  drain of {rows:,} at batch_size {batch_size}", quiet)
+            progress(f"  drain of {rows:,} at batch_size {batch_size}", quiet)
             # COPY samples spread over the drains of this size (before the
             # first, and after each), and as many floor samples (before each).
             answer, samples, floor_samples = run_drain(
@@ -876,7 +834,7 @@ def run_drains(
             pending.append((batch_size, answer))
             copies += samples
             floors += floor_samples
-            _progress(
+            progress(
                 f"    {answer['seconds']:.1f} s, {rows / answer['seconds']:,.0f} rows/s; "
                 f"COPY {', '.join(f'{c:.3f} s' for c in samples)}; "
                 f"floor {', '.join(f'{c:.3f} s' for c in floor_samples)}",
@@ -912,7 +870,7 @@ def run_profiles(
 ) -> list[DrainProfile]:
     profiles = []
     for batch_size in DRAIN_BATCHES:
-        _progress(f"  profiled drain of {rows:,} at batch_size {batch_size}", quiet)
+        progress(f"  profiled drain of {rows:,} at batch_size {batch_size}", quiet)
         stats_path = folder / f"drain-{rows}-{batch_size}.prof"
         answer, _, _ = run_drain(folder, db_url, rows, batch_size, profile=stats_path)
         profiles.append(summarize_profile(stats_path, rows, batch_size, answer["seconds"], top))
@@ -1002,22 +960,22 @@ def run(
         scratch_database(admin_url, name) as db_url,
     ):
         folder = Path(tmp)
-        _progress("(a) one batch", quiet)
+        progress("(a) one batch", quiet)
         result.batches.append(
             run_batch_latency(
                 folder, db_url, repeats=repeats, warmup=warmup, fresh=True, quiet=quiet
             )
         )
-        _progress("(b, c) drains", quiet)
+        progress("(b, c) drains", quiet)
         result.drains = run_drains(folder, db_url, (small, rows), quiet=quiet)
-        _progress("(a) one batch again, on the drained server", quiet)
+        progress("(a) one batch again, on the drained server", quiet)
         result.batches.append(
             run_batch_latency(
                 folder, db_url, repeats=repeats, warmup=warmup, fresh=False, quiet=quiet
             )
         )
         if profile:
-            _progress("profiles", quiet)
+            progress("profiles", quiet)
             result.profiles = run_profiles(
                 folder, db_url, result.profile_rows, top=profile_top, quiet=quiet
             )
@@ -1027,16 +985,6 @@ def run(
 
 
 # --------------------------------------------------------------- reporting ----
-
-
-def _verdict(value: float, limit: float, unit: str, *, at_least: bool = False) -> str:
-    ok = value >= limit if at_least else value <= limit
-    sign = ">=" if at_least else "<="
-    if ok:
-        return f"met ({value:,.2f}{unit} {sign} {limit:,g}{unit})"
-    miss = (1 - value / limit) * 100 if at_least else (value / limit - 1) * 100
-    side = "short by" if at_least else "over by"
-    return f"**missed** ({value:,.2f}{unit}, target {sign} {limit:,g}{unit}: {side} {miss:.0f}%)"
 
 
 def _mb(kb: int) -> float:
@@ -1136,23 +1084,23 @@ def to_markdown(result: PushBenchResult, command: str | None = None) -> str:
         where = f"server holding {b.server_before:,} messages"
         lines += [
             f"- spec, one batch of 50, {where}: typical (p50) "
-            f"{_verdict(b.ours.p50_ms, SPEC_TYPICAL_MS, ' ms')}; max "
-            f"{_verdict(b.ours.max_ms, SPEC_MAX_MS, ' ms')}",
+            f"{verdict(b.ours.p50_ms, SPEC_TYPICAL_MS, ' ms')}; max "
+            f"{verdict(b.ours.max_ms, SPEC_MAX_MS, ' ms')}",
             f"- ours, one batch of 50 <= {TARGET_BATCH_MS:g} ms, {where}: p50 "
-            f"{_verdict(b.ours.p50_ms, TARGET_BATCH_MS, ' ms')}; p99 "
-            f"{_verdict(b.ours.p99_ms, TARGET_BATCH_MS, ' ms')}",
+            f"{verdict(b.ours.p50_ms, TARGET_BATCH_MS, ' ms')}; p99 "
+            f"{verdict(b.ours.p99_ms, TARGET_BATCH_MS, ' ms')}",
         ]
     full = [d for d in result.drains if d.rows == result.rows]
     for d in full:
         if d.batch_size == 50:
             lines.append(
                 f"- ours, drain of {d.rows:,} at batch_size 50: "
-                f"{_verdict(d.rows_per_s, TARGET_ROWS_PER_S_50, ' rows/s', at_least=True)}"
+                f"{verdict(d.rows_per_s, TARGET_ROWS_PER_S_50, ' rows/s', at_least=True)}"
             )
         if d.batch_size == 1000:
             lines.append(
                 f"- ours, drain of {d.rows:,} at batch_size 1,000 vs raw COPY: "
-                f"{_verdict(d.copy_ratio, TARGET_COPY_RATIO_1000, 'x', at_least=True)}; "
+                f"{verdict(d.copy_ratio, TARGET_COPY_RATIO_1000, 'x', at_least=True)}; "
                 f"the floor itself reached {d.floor_copy_ratio:.2f}x of COPY in this run, "
                 f"ours {d.floor_ratio:.2f}x of the floor"
             )
@@ -1160,7 +1108,7 @@ def to_markdown(result: PushBenchResult, command: str | None = None) -> str:
         peak = max(result.drains, key=lambda d: d.rss_peak_kb)
         lines.append(
             f"- ours, peak RSS <= {TARGET_RSS_MB:g} MB: "
-            f"{_verdict(_mb(peak.rss_peak_kb), TARGET_RSS_MB, ' MB')} "
+            f"{verdict(_mb(peak.rss_peak_kb), TARGET_RSS_MB, ' MB')} "
             f"(highest: N={peak.rows:,}, batch_size {peak.batch_size})"
         )
         for batch_size in DRAIN_BATCHES:
