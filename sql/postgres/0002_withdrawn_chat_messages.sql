@@ -53,7 +53,6 @@ AS $$
 #variable_conflict use_column
 DECLARE
     items acode_sync.push_item[];
-    batch_chats text[];    -- ids of the chats this batch carries (any op)
     has_chats boolean;     -- any unresolved chat item
     has_messages boolean;  -- any unresolved message item
     has_withdrawals boolean;
@@ -62,10 +61,6 @@ DECLARE
     done text[];           -- 'chat:<id>' / 'message:<id>' actually written
     server_rows jsonb;     -- 'type:id' -> the server's row, for conflicts
 BEGIN
-    SELECT array_agg(e.item->>'entity_id') INTO batch_chats
-    FROM jsonb_array_elements(p_items) AS e(item)
-    WHERE e.item->>'entity_type' = 'chat';
-
     -- One pass. For each item: parse (the client's change time is kept unless
     -- it lies in the future, where it is clamped to the server's clock:
     -- last-write-wins compares them); a duplicate if its key is already in this
@@ -87,6 +82,11 @@ BEGIN
                     THEN least((e.item->>'changed_at')::timestamptz, now()) END AS changed_at,
                e.item->'payload' AS payload, e.item->'payload'->>'chat_id' AS chat_id
         FROM jsonb_array_elements(p_items) WITH ORDINALITY AS e(item, ord)
+    ), batch AS (
+        -- the chats this batch carries (any op): a message may name one
+        SELECT coalesce(array_agg(entity_id) FILTER (WHERE entity_type = 'chat'), '{}')
+               AS chats
+        FROM parsed
     ), probed AS (
         SELECT p.*, logged.version AS logged_version, cur.version AS current_version,
                cur.row AS current_row, parent.privacy AS parent_privacy,
@@ -128,6 +128,7 @@ BEGIN
                     WHEN v.problem IS NOT NULL THEN 'rejected'
                END AS early_result
         FROM probed pr
+        CROSS JOIN batch
         CROSS JOIN LATERAL (SELECT CASE
             WHEN coalesce(pr.key, '') = '' THEN 'missing idempotency key'
             WHEN coalesce(pr.entity_id, '') = '' THEN 'missing entity_id'
@@ -164,7 +165,7 @@ BEGIN
             WHEN pr.entity_type = 'message' AND coalesce(pr.payload->>'chat_id', '') = ''
                 THEN 'message chat_id missing'
             WHEN pr.entity_type = 'message' AND pr.parent_privacy IS NULL
-                 AND NOT (pr.chat_id = ANY (coalesce(batch_chats, '{}')))
+                 AND NOT (pr.chat_id = ANY (batch.chats))
                 THEN format('chat %s is not on the server', pr.chat_id)
             END AS problem) AS v
     ), withdrawing AS (
