@@ -8,6 +8,7 @@ side's migrations table, so applying one by hand (``sqlite3 ... < FILE``,
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from dataclasses import dataclass
 from importlib import resources
@@ -29,13 +30,19 @@ class Migration:
 
 def shipped(side: str) -> list[Migration]:
     """The migrations of ``side`` ('sqlite' or 'postgres'), in order."""
+    return list(_shipped(side))
+
+
+@functools.cache
+def _shipped(side: str) -> tuple[Migration, ...]:
+    # Read once per process: every open of a workspace checks what is pending.
     folder = resources.files("acode_sync.sql").joinpath(side)
     found = [
         Migration(entry.name.removesuffix(".sql"), entry.read_text(encoding="utf-8"))
         for entry in folder.iterdir()
         if entry.name.endswith(".sql") and entry.name[:4].isdigit()
     ]
-    return sorted(found, key=lambda migration: migration.name)
+    return tuple(sorted(found, key=lambda migration: migration.name))
 
 
 def canonical_schema(side: str) -> str:
@@ -52,7 +59,17 @@ def applied_local(conn: sqlite3.Connection) -> set[str]:
 
 def migrate_local(conn: sqlite3.Connection) -> list[str]:
     """Apply the local migrations not yet applied; return the names applied now."""
+    return _apply_local(conn, applied_local(conn))
+
+
+def upgrade_local(conn: sqlite3.Connection) -> list[str]:
+    """Like :func:`migrate_local`, but only on a database some migration already
+    made a workspace (never turns another SQLite file into one)."""
     done = applied_local(conn)
+    return _apply_local(conn, done) if done else []
+
+
+def _apply_local(conn: sqlite3.Connection, done: set[str]) -> list[str]:
     ran = []
     for migration in shipped("sqlite"):
         if migration.name in done:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from acode_sync.config import SyncConfig, load_config
 from acode_sync.errors import UsageError
-from acode_sync.migrations import applied_local, migrate_local
+from acode_sync.migrations import upgrade_local
 
 AGENT_DIR = ".agent"
 DB_NAME = "workspace.db"
@@ -65,8 +65,7 @@ class Workspace:
         conn = connect(self.db_path)
         if not create:
             try:
-                if applied_local(conn):
-                    migrate_local(conn)
+                upgrade_local(conn)
             except BaseException:
                 conn.close()
                 raise
