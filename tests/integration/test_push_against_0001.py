@@ -27,10 +27,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from acode_sync.migrations import shipped
-from tests.fix_pg import ADMIN_URL
+from tests.fix_pg import ADMIN_URL, PgDatabase
 
 ROLE = "acode_test_alice"
 CHATS = ("c1", "c2", "c3")
@@ -51,12 +50,7 @@ STATE = {
 
 
 def _url(dbname: str, user: str | None = None) -> str:
-    params = conninfo_to_dict(ADMIN_URL)
-    params["dbname"] = dbname
-    if user:
-        params["user"] = user
-        params.pop("password", None)
-    return make_conninfo(**params)
+    return PgDatabase(ADMIN_URL, dbname).url(user)
 
 
 @dataclass
