@@ -32,7 +32,9 @@ class Coalesced:
 
 def payload_bytes(row: OutboxRow) -> int:
     """Size of the row on the wire: the UTF-8 length, not the character count."""
-    return len(row.payload.encode("utf-8"))
+    # surrogatepass: a row with a bad byte is isolated before batching, but a
+    # size must never be the thing that raises.
+    return len(row.payload.encode("utf-8", "surrogatepass"))
 
 
 def coalesce(rows: Sequence[OutboxRow]) -> Coalesced:

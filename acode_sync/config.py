@@ -30,6 +30,10 @@ class UploadConfig:
     poll_interval_seconds: float = 5
     batch_size: int = 50
     batch_bytes_max: int = 1_048_576
+    # One item above this is Failed (ACODE-SYNC-005), not sent: CouchDB's default
+    # document limit, far above any message and far below what would make a
+    # single round trip time out.
+    item_bytes_max: int = 8_000_000
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,7 @@ _KEYS: dict[str, Check] = {
     "upload.poll_interval_seconds": _positive_number,
     "upload.batch_size": _positive_int,
     "upload.batch_bytes_max": _positive_int,
+    "upload.item_bytes_max": _positive_int,
     "retry.max_attempts": _positive_int,
     "retry.base_delay_seconds": _positive_number,
     "retry.max_delay_seconds": _positive_number,
@@ -224,6 +229,7 @@ sync:
     poll_interval_seconds: 5
     batch_size: 50
     batch_bytes_max: 1048576  # 1MB
+    item_bytes_max: 8000000   # a larger item is Failed (ACODE-SYNC-005), not sent
 
   # Retry settings
   retry:

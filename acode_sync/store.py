@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ulid import ULID
 
+from acode_sync import text
 from acode_sync.errors import UsageError
 from acode_sync.workspace import write
 
@@ -47,6 +48,15 @@ class Message:
     deleted_at: str | None
 
 
+def _check_text(**values: str) -> None:
+    """Refuse at entry what could never sync (a NUL, a byte that is not UTF-8):
+    the sqlite3 shell can still store it, and then the upload isolates it."""
+    for name, value in values.items():
+        why = text.problem(value)
+        if why:
+            raise UsageError(f"{name}: {why}; nothing was written")
+
+
 def _check_privacy(privacy: str) -> str:
     level = privacy.upper()
     if level not in PRIVACY_LEVELS:
@@ -55,6 +65,7 @@ def _check_privacy(privacy: str) -> str:
 
 
 def new_chat(conn: sqlite3.Connection, title: str, privacy: str = "FULL") -> str:
+    _check_text(title=title)
     chat_id = str(ULID())
     with write(conn):
         conn.execute(
@@ -71,6 +82,7 @@ def add_message(
     role: str = "user",
     privacy: str = "FULL",
 ) -> str:
+    _check_text(chat_id=chat_id, content=content)
     if role not in ROLES:
         raise UsageError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
     message_id = str(ULID())
@@ -85,6 +97,7 @@ def add_message(
 
 
 def rename_chat(conn: sqlite3.Connection, chat_id: str, title: str) -> None:
+    _check_text(chat_id=chat_id, title=title)
     with write(conn):
         _require_chat(conn, chat_id)
         conn.execute(
@@ -94,6 +107,7 @@ def rename_chat(conn: sqlite3.Connection, chat_id: str, title: str) -> None:
 
 def delete(conn: sqlite3.Connection, entity_id: str) -> str:
     """Soft-delete a chat or a message; returns which it was."""
+    _check_text(id=entity_id)
     with write(conn):
         table = _entity_table(conn, entity_id)
         conn.execute(
@@ -106,6 +120,7 @@ def delete(conn: sqlite3.Connection, entity_id: str) -> str:
 
 def set_privacy(conn: sqlite3.Connection, entity_id: str, privacy: str) -> str:
     level = _check_privacy(privacy)
+    _check_text(id=entity_id)
     with write(conn):
         table = _entity_table(conn, entity_id)
         conn.execute(
@@ -126,6 +141,7 @@ def list_chats(conn: sqlite3.Connection, include_deleted: bool = False) -> list[
 
 
 def get_chat(conn: sqlite3.Connection, chat_id: str) -> tuple[Chat, list[Message]]:
+    _check_text(chat_id=chat_id)
     row = conn.execute(
         "SELECT c.*, (SELECT count(*) FROM messages m WHERE m.chat_id = c.id "
         "             AND m.deleted_at IS NULL) AS message_count FROM chats c WHERE id = ?",

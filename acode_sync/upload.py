@@ -45,9 +45,10 @@ from acode_sync.errors import (
     BatchFailed,
     ConnectionFailed,
 )
-from acode_sync.outbox import OutboxRow
+from acode_sync.outbox import OutboxRow, check_items
 from acode_sync.remote import ItemResult, push_batch
 from acode_sync.retry import RetryPolicy, is_transient
+from acode_sync.text import printable
 from acode_sync.workspace import write
 
 log = logging.getLogger(__name__)
@@ -135,14 +136,44 @@ class Uploader:
             )
             if not rows:
                 break
+            send = self._isolate_invalid(coalesce(rows).send, report)
+            if not send:
+                continue  # every claimed row was unfit; they are Failed now
             batch = take_batch(
-                coalesce(rows).send,
-                self.config.upload.batch_size,
-                self.config.upload.batch_bytes_max,
+                send, self.config.upload.batch_size, self.config.upload.batch_bytes_max
             )
             if not self._send(remote, batch, report):
                 break
         return report
+
+    def _isolate_invalid(self, rows: list[OutboxRow], report: PushReport) -> list[OutboxRow]:
+        """Mark the rows that cannot be uploaded as they are Failed for good
+        (ACODE-SYNC-005, with the column and the reason); return the rest."""
+        reasons = check_items(self.conn, rows, self.config.upload.item_bytes_max)
+        if not reasons:
+            return rows
+        now = iso(self.clock())
+        with write(self.conn):
+            for row in rows:
+                reason = reasons.get(row.seq)
+                if reason is None:
+                    continue
+                report.rejected += 1
+                report.errors.append(f"{row.entity_type} {printable(row.entity_id)}: {reason}")
+                # By seq, never by the id: an id that is not UTF-8 cannot be a parameter.
+                self.conn.execute(
+                    "UPDATE sync_outbox SET status = 'Failed', next_retry_at = NULL, "
+                    "last_error = ? WHERE seq = ?",
+                    (reason, row.seq),
+                )
+                self.conn.execute(_SUPERSEDE_OLDER_BY_SEQ, {"seq": row.seq, "now": now})
+                table = "chats" if row.entity_type == "chat" else "messages"
+                self.conn.execute(
+                    f"UPDATE {table} SET sync_status = 'Failed' "
+                    "WHERE id = (SELECT entity_id FROM sync_outbox WHERE seq = ?)",
+                    (row.seq,),
+                )
+        return [row for row in rows if row.seq not in reasons]
 
     # -- one batch -----------------------------------------------------------
 
@@ -328,6 +359,14 @@ class Uploader:
         self.conn.execute(
             f"UPDATE {table} SET sync_status = ? WHERE id = ?", (status, row.entity_id)
         )
+
+
+_SUPERSEDE_OLDER_BY_SEQ = (
+    "UPDATE sync_outbox SET status = 'Superseded', synced_at = :now "
+    "WHERE status IN ('Pending', 'Failed') AND seq < :seq "
+    "AND (entity_type, entity_id) = (SELECT entity_type, entity_id FROM sync_outbox "
+    "WHERE seq = :seq)"
+)
 
 
 def privacy_levels(

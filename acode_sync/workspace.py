@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from acode_sync import text
 from acode_sync.config import SyncConfig, load_config
 from acode_sync.errors import UsageError
 from acode_sync.migrations import upgrade_local
@@ -116,6 +117,9 @@ def connect(path: Path | str, *, synchronous: str = "NORMAL") -> sqlite3.Connect
         conn.close()
         raise UsageError(f"{path}: not a usable SQLite database ({exc})") from None
     conn.row_factory = sqlite3.Row
+    # Any client can store bytes that are not UTF-8: read them without raising
+    # (acode_sync.text), so one bad row never stops a command that meets it.
+    conn.text_factory = text.decode
     return conn
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import sys
+
 import click
 
 from acode_sync.cli._common import AcodeGroup, setup_logging
@@ -20,11 +23,21 @@ acode.add_command(sync)
 acode.add_command(chat)
 
 
+def _tolerant_streams() -> None:
+    # The last guard for text any SQLite client stored: a value we did not pass
+    # through text.printable is shown escaped instead of ending in a traceback.
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def sync_main() -> None:
+    _tolerant_streams()
     sync(prog_name="acode-sync")
 
 
 def acode_main() -> None:
+    _tolerant_streams()
     acode(prog_name="acode")
 
 

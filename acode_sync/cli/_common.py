@@ -15,6 +15,7 @@ import click
 
 from acode_sync.config import SyncConfig
 from acode_sync.errors import EXIT_SYNC_INCOMPLETE, AcodeSyncError, UsageError
+from acode_sync.text import printable
 from acode_sync.workspace import WORKSPACE_ENV, Workspace, find_workspace
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -27,7 +28,7 @@ class AcodeGroup(click.Group):
         try:
             return super().invoke(ctx)
         except AcodeSyncError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {printable(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
         except sqlite3.Error as exc:
             click.echo(f"Error: local database: {exc}", err=True)

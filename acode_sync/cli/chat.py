@@ -9,6 +9,7 @@ import click
 from acode_sync import store
 from acode_sync.cli import formatting
 from acode_sync.cli._common import AcodeGroup, session, workspace_option
+from acode_sync.text import printable
 
 PRIVACY = click.Choice(store.PRIVACY_LEVELS, case_sensitive=False)
 
@@ -36,7 +37,9 @@ def new(title: str, privacy: str) -> None:
 def add(chat_id: str, content: str, role: str, privacy: str) -> None:
     """Add a message (CONTENT '-' reads standard input); prints its id."""
     if content == "-":
-        content = sys.stdin.read()
+        # Bytes, not sys.stdin's strict decoding: a bad byte is refused with a
+        # message (store), not a traceback.
+        content = sys.stdin.buffer.read().decode("utf-8", "surrogateescape")
     click.echo(store.add_message(session().conn, chat_id, content, role, privacy))
 
 
@@ -73,14 +76,20 @@ def list_(include_deleted: bool) -> None:
 def show(chat_id: str) -> None:
     """A chat and its messages."""
     found, messages = store.get_chat(session().conn, chat_id)
-    click.echo(formatting.heading(f'Chat: {found.id} "{found.title}"'))
+    click.echo(formatting.heading(f'Chat: {printable(found.id)} "{printable(found.title)}"'))
     click.echo(
         f"Privacy: {found.privacy}  Sync: {found.sync_status}  Version: {found.version}"
         + (f"  Deleted: {found.deleted_at}" if found.deleted_at else "")
     )
     for message in messages:
-        click.echo(f"\n[{message.created_at}] {message.role} ({message.id}):")
-        click.echo(message.content)
+        # Only what is not yet on the server is marked; Failed points at the reason.
+        mark = "" if message.sync_status == "Synced" else f" [{message.sync_status}]"
+        click.echo(
+            f"\n[{message.created_at}] {printable(message.role)} ({printable(message.id)}){mark}:"
+        )
+        click.echo(printable(message.content))
+    if any(message.sync_status == "Failed" for message in messages):
+        click.echo("\nWhy a message failed: 'acode sync queue --errors'.")
 
 
 @chat.command()

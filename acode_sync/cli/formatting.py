@@ -13,6 +13,7 @@ from tabulate import tabulate
 from acode_sync.clock import parse_iso
 from acode_sync.conflicts import ConflictRecord
 from acode_sync.outbox import OutboxRow
+from acode_sync.text import printable
 
 RULE = "─" * 36
 TYPE_LABEL = {"chat": "chat", "message": "msg"}
@@ -27,7 +28,9 @@ def plural(count: int, word: str) -> str:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    return tabulate(rows, headers=list(headers), tablefmt="plain", disable_numparse=True)
+    """A plain table; every cell through :func:`printable` (any client's bytes)."""
+    cells = [[printable(str(cell)) for cell in row] for row in rows]
+    return tabulate(cells, headers=list(headers), tablefmt="plain", disable_numparse=True)
 
 
 def queue_text(rows: Sequence[OutboxRow], *, errors_only: bool) -> str:
@@ -108,7 +111,7 @@ def conflicts_text(records: Sequence[ConflictRecord], now: datetime, root: Path)
         label = label if len(label) <= 40 else label[:37] + "..."
         lines += [
             "",
-            f'{kind}: {record.entity_id} "{label}"  [#{record.id}]',
+            f'{kind}: {printable(record.entity_id)} "{printable(label)}"  [#{record.id}]',
             f"  Local version: {record.local_version} "
             f"(modified {ago(now, record.local_changed_at)})",
             f"  Remote version: {record.remote_version} "
