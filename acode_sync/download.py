@@ -264,7 +264,7 @@ class Puller:
         caught_up = False
         while max_pages is None or report.pages < max_pages:
             cursor = self.conn.execute("SELECT pull_cursor FROM sync_state").fetchone()[0]
-            rows = pull_page(remote, cursor, page_size)
+            rows = pull_page(remote, cursor, page_size, self.device_id)
             with write(self.conn):
                 if rows:
                     self.conn.executemany(

@@ -100,13 +100,16 @@ def push_batch(
     ]
 
 
-def pull_page(conn: psycopg.Connection[Any], after: int, limit: int) -> list[tuple[Any, ...]]:
-    """Changes after the cursor, in seq order, each with its entity's current state."""
+def pull_page(
+    conn: psycopg.Connection[Any], after: int, limit: int, device_id: str
+) -> list[tuple[Any, ...]]:
+    """Changes after the cursor, in seq order, each with its entity's current
+    state; no payload (None) where that state is ``device_id``'s own write."""
     try:
         return conn.execute(
             "SELECT seq, idempotency_key, entity_type, entity_id, op, version, origin_device, "
-            "changed_at, payload FROM acode_sync.pull(%s, %s)",
-            (after, limit),
+            "changed_at, payload FROM acode_sync.pull(%s, %s, %s)",
+            (after, limit, device_id),
         ).fetchall()
     except _SETUP_ERRORS as exc:
         raise _setup_problem(exc) from None

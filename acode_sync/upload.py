@@ -253,7 +253,7 @@ class Uploader:
         with write(self.conn):
             for row in rows:
                 self.conn.execute(
-                    "UPDATE sync_outbox SET status = 'Superseded', synced_at = ?, "
+                    "UPDATE sync_outbox SET status = 'Superseded', synced_at = ?, payload = NULL, "
                     "last_error = 'withheld: the entity is LOCAL_ONLY now' WHERE seq = ?",
                     (now, row.seq),
                 )
@@ -348,7 +348,7 @@ class Uploader:
 
     def _supersede_older(self, row: OutboxRow, now: str) -> None:
         self.conn.execute(
-            "UPDATE sync_outbox SET status = 'Superseded', synced_at = ? "
+            "UPDATE sync_outbox SET status = 'Superseded', synced_at = ?, payload = NULL "
             "WHERE entity_type = ? AND entity_id = ? AND seq < ? "
             "AND status IN ('Pending', 'Failed')",
             (now, row.entity_type, row.entity_id, row.seq),
@@ -362,7 +362,7 @@ class Uploader:
 
 
 _SUPERSEDE_OLDER_BY_SEQ = (
-    "UPDATE sync_outbox SET status = 'Superseded', synced_at = :now "
+    "UPDATE sync_outbox SET status = 'Superseded', synced_at = :now, payload = NULL "
     "WHERE status IN ('Pending', 'Failed') AND seq < :seq "
     "AND (entity_type, entity_id) = (SELECT entity_type, entity_id FROM sync_outbox "
     "WHERE seq = :seq)"
@@ -403,10 +403,12 @@ _ACK_TABLE = (
     "version INTEGER NOT NULL)"
 )
 _ACK_STATEMENTS = (
+    # Acknowledged: the key, entity and status stay for the retention period,
+    # the payload is not needed any more.
     "UPDATE sync_outbox SET status = 'Synced', synced_at = :now, last_error = NULL, "
-    "next_retry_at = NULL WHERE seq IN (SELECT seq FROM temp.sync_acked)",
+    "payload = NULL, next_retry_at = NULL WHERE seq IN (SELECT seq FROM temp.sync_acked)",
     # What an acknowledged row stands for, its entity's older open rows, is done.
-    "UPDATE sync_outbox SET status = 'Superseded', synced_at = :now WHERE seq IN ("
+    "UPDATE sync_outbox SET status = 'Superseded', synced_at = :now, payload = NULL WHERE seq IN ("
     " SELECT o.seq FROM temp.sync_acked a JOIN sync_outbox o"
     " ON o.entity_id = a.entity_id AND o.status IN ('Pending', 'Failed')"
     " AND o.seq < a.seq AND o.entity_type = a.entity_type)",

@@ -484,9 +484,11 @@ def timed_pull(
     puller = TimedPuller(conn, reader_config(page_size), READER_ID, conflicts_dir=conflicts_dir)
     pages_ms: list[float] = []
 
-    def timed_pull_page(remote: psycopg.Connection[Any], after: int, limit: int) -> list[Row]:
+    def timed_pull_page(
+        remote: psycopg.Connection[Any], after: int, limit: int, device_id: str
+    ) -> list[Row]:
         start = time.perf_counter()
-        rows = pull_page(remote, after, limit)
+        rows = pull_page(remote, after, limit, device_id)
         pages_ms.append((time.perf_counter() - start) * 1e3)
         if fetched is not None:
             fetched.extend(rows)

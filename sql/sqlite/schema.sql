@@ -42,14 +42,14 @@ CREATE TABLE messages (
     deleted_at   TEXT
 );
 CREATE INDEX messages_chat ON messages (chat_id, created_at);
-CREATE TABLE sync_outbox (
+CREATE TABLE "sync_outbox" (
     seq              INTEGER PRIMARY KEY,
     idempotency_key  TEXT NOT NULL,
     entity_type      TEXT NOT NULL CHECK (entity_type IN ('chat', 'message')),
     entity_id        TEXT NOT NULL,
     op               TEXT NOT NULL DEFAULT 'upsert' CHECK (op IN ('upsert', 'withdraw')),
     base_version     INTEGER NOT NULL,
-    payload          TEXT NOT NULL,
+    payload          TEXT CHECK (payload IS NOT NULL OR status NOT IN ('Pending', 'Failed')),
     status           TEXT NOT NULL DEFAULT 'Pending'
                      CHECK (status IN ('Pending', 'Synced', 'Failed', 'Conflict', 'Superseded')),
     retry_count      INTEGER NOT NULL DEFAULT 0,
@@ -63,7 +63,7 @@ CREATE INDEX sync_outbox_open ON sync_outbox (seq)
     WHERE status IN ('Pending', 'Failed');
 CREATE INDEX sync_outbox_entity ON sync_outbox (entity_id, seq)
     WHERE status IN ('Pending', 'Failed');
-CREATE TABLE sync_inbox (
+CREATE TABLE "sync_inbox" (
     seq              INTEGER PRIMARY KEY,          -- the server's change seq
     idempotency_key  TEXT NOT NULL,
     entity_type      TEXT NOT NULL CHECK (entity_type IN ('chat', 'message')),
@@ -72,7 +72,7 @@ CREATE TABLE sync_inbox (
     version          INTEGER NOT NULL,
     origin_device    TEXT,
     changed_at       TEXT NOT NULL,
-    payload          TEXT NOT NULL,
+    payload          TEXT,                         -- NULL: this device's own change
     status           TEXT NOT NULL DEFAULT 'Pending'
                      CHECK (status IN ('Pending', 'Applied', 'Skipped', 'Conflict')),
     received_at      TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),

@@ -75,9 +75,14 @@ def test_replayed_batch_is_answered_as_duplicates(
     chat = store.new_chat(conn, "t")
     for i in range(10):
         store.add_message(conn, chat, f"m{i}")
+    sent = dict(conn.execute("SELECT seq, payload FROM sync_outbox").fetchall())
     alice.sync()
     with write(conn):  # as if every acknowledgement had been lost
-        conn.execute("UPDATE sync_outbox SET status = 'Pending', synced_at = NULL")
+        conn.executemany(
+            "UPDATE sync_outbox SET status = 'Pending', synced_at = NULL, payload = ? "
+            "WHERE seq = ?",
+            [(payload, seq) for seq, payload in sent.items()],
+        )
     report = alice.sync()
     assert (report.push.applied, report.push.duplicates) == (0, 11)
     assert server.execute("SELECT count(*) FROM acode_sync.changes").fetchone() == (11,)
@@ -419,11 +424,47 @@ def test_a_pull_page_is_an_ordered_index_scan_not_a_scan_of_the_log(
         server.execute(f"SET auto_explain.{setting}")
     server.execute("SET client_min_messages = log")
     server.execute("SET ROLE acode_test_alice")
-    assert len(server.execute("SELECT * FROM acode_sync.pull(1000, 100)").fetchall()) == 100
+    # Both forms: the one this client calls (with its device) and 0001's.
+    for call in ("pull(1000, 100, 'some-device')", "pull(1000, 100)"):
+        plans.clear()
+        assert len(server.execute(f"SELECT * FROM acode_sync.{call}").fetchall()) == 100
+        inner = [p for p in plans if "acode_sync.changes" in p and "LIMIT" in p.upper()]
+        assert inner, (call, plans)
+        assert "Index Scan using changes_pkey" in inner[0], (call, inner[0])
+        assert "Seq Scan on changes" not in inner[0], call
+        assert "Sort" not in inner[0], call
     server.execute("RESET ROLE")
-    inner = [p for p in plans if "acode_sync.changes" in p and "LIMIT" in p.upper()]
-    assert inner, plans
-    assert "Index Scan using changes_pkey" in inner[0]
-    assert "Seq Scan on changes" not in inner[0]
-    assert "Sort" not in inner[0]
+    conn.close()
+
+
+def test_a_pull_brings_back_no_payload_of_the_devices_own_changes(
+    alice: Device, tmp_path: Any, pg: PgDatabase
+) -> None:
+    conn = alice.db()
+    chat = store.new_chat(conn, "mine")
+    mine = store.add_message(conn, chat, "written here")
+    alice.sync()
+    desktop = make_device(tmp_path, "desktop", pg.device_url("alice"))
+    desktop.sync()
+    dconn = desktop.db()
+    theirs = store.add_message(dconn, chat, "written there")
+    dconn.close()
+    desktop.sync()
+    alice.sync()
+    inbox = {
+        entity_id: (status, payload)
+        for entity_id, status, payload in conn.execute(
+            "SELECT entity_id, status, payload FROM sync_inbox"
+        )
+    }
+    assert inbox[mine] == ("Skipped", None)
+    assert inbox[chat] == ("Skipped", None)
+    assert inbox[theirs][0] == "Applied"
+    assert json.loads(inbox[theirs][1])["content"] == "written there"
+    # Acknowledged outbox rows keep their key, entity and status, not their payload.
+    assert tuple(
+        conn.execute(
+            "SELECT count(*), count(payload) FROM sync_outbox WHERE status = 'Synced'"
+        ).fetchone()
+    ) == (2, 0)
     conn.close()
