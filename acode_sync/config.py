@@ -66,6 +66,8 @@ class SyncConfig:
     enabled: bool = True
     device_id: str | None = None
     remote_url: str | None = None
+    # Where remote_url came from, for messages that tell the user what to fix.
+    remote_url_from: str = field(default="sync.remote.url", compare=False)
     upload: UploadConfig = field(default_factory=UploadConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
@@ -179,6 +181,7 @@ def parse_config(document: Any, where: str) -> SyncConfig:
         enabled=flat.get("enabled", True),
         device_id=flat.get("device_id"),
         remote_url=flat.get("remote.url"),
+        remote_url_from=f"sync.remote.url in {where}",
         upload=pick(UploadConfig, "upload"),
         retry=retry,
         download=pick(DownloadConfig, "download"),
@@ -206,7 +209,9 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> SyncCon
     config = parse_config(document, where)
     override = environ.get(REMOTE_URL_ENV)
     if override:
-        config = SyncConfig(**{**config.__dict__, "remote_url": override})
+        config = SyncConfig(
+            **{**config.__dict__, "remote_url": override, "remote_url_from": REMOTE_URL_ENV}
+        )
     return config
 
 

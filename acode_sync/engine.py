@@ -23,7 +23,7 @@ from acode_sync import remote
 from acode_sync.clock import Clock, iso, utcnow
 from acode_sync.config import SyncConfig
 from acode_sync.download import Puller, PullReport
-from acode_sync.errors import ConnectionFailed, UsageError
+from acode_sync.errors import LINK, SETUP, ConnectionFailed, SetupError, UsageError
 from acode_sync.upload import PushReport, Uploader
 from acode_sync.workspace import Workspace, write
 
@@ -92,7 +92,8 @@ class SyncEngine:
         max_batches: int | None = None,
         pull: bool = True,
     ) -> CycleReport:
-        """One full cycle. Raises ConnectionFailed (queue untouched) when offline."""
+        """One full cycle. Raises ConnectionFailed (queue untouched) when offline,
+        SetupError when the remote refuses us; either is recorded for ``status``."""
         conn = self.workspace.connect()
         try:
             if not self.config.enabled:
@@ -103,35 +104,17 @@ class SyncEngine:
             device = self.device_id
             with self.lock():
                 try:
-                    pg = self.connect(url)
+                    report = self._cycle(conn, url, device, ignore_backoff, max_batches, pull)
                 except ConnectionFailed as exc:
-                    note_error(conn, str(exc), self.clock)
+                    note_error(conn, str(exc), LINK, self.clock)
                     raise
-                with pg:
-                    uploader = Uploader(
-                        conn,
-                        self.config,
-                        device,
-                        clock=self.clock,
-                        rand=self.rand,
-                        conflicts_dir=self.workspace.conflicts_dir,
-                    )
-                    report = CycleReport(
-                        push=uploader.push(
-                            pg, ignore_backoff=ignore_backoff, max_batches=max_batches
-                        )
-                    )
-                    puller = Puller(
-                        conn,
-                        self.config,
-                        device,
-                        clock=self.clock,
-                        conflicts_dir=self.workspace.conflicts_dir,
-                    )
-                    if pull:
-                        report.pull = self._pull(puller, pg, report)
+                except SetupError as exc:
+                    exc.setting = self.config.remote_url_from
+                    note_error(conn, str(exc), SETUP, self.clock)
+                    raise
                 now = self.clock()
-                error = _first(report.push.errors)
+                link = report.push.link_error
+                error = link or _first(report.push.errors)
                 with write(conn):
                     # A push that lost its link is not a sync: last_push_at stays.
                     conn.execute(
@@ -142,17 +125,52 @@ class SyncEngine:
                         "WHERE id = 1",
                         (not report.push.failed, iso(now), error, error, iso(now)),
                     )
+                    _set_kind(conn, LINK if link else None)
                     prune(conn, now - timedelta(days=self.config.retention.days))
                 return report
         finally:
             conn.close()
+
+    def _cycle(
+        self,
+        conn: Any,
+        url: str,
+        device: str,
+        ignore_backoff: bool,
+        max_batches: int | None,
+        pull: bool,
+    ) -> CycleReport:
+        with self.connect(url) as pg:
+            uploader = Uploader(
+                conn,
+                self.config,
+                device,
+                clock=self.clock,
+                rand=self.rand,
+                conflicts_dir=self.workspace.conflicts_dir,
+            )
+            report = CycleReport(
+                push=uploader.push(pg, ignore_backoff=ignore_backoff, max_batches=max_batches)
+            )
+            puller = Puller(
+                conn,
+                self.config,
+                device,
+                clock=self.clock,
+                conflicts_dir=self.workspace.conflicts_dir,
+            )
+            if pull:
+                report.pull = self._pull(puller, pg, report)
+        return report
 
     def _pull(self, puller: Puller, pg: psycopg.Connection[Any], report: CycleReport) -> PullReport:
         """Pull after push; a link lost here leaves the cursor where it was."""
         try:
             return puller.pull(pg)
         except psycopg.OperationalError as exc:
-            report.push.errors.append(f"{ConnectionFailed.code}: pull interrupted: {exc}")
+            message = f"{ConnectionFailed.code}: pull interrupted: {exc}"
+            report.push.errors.append(message)
+            report.push.link_error = report.push.link_error or message
             report.pull_failed = True
             return PullReport()
 
@@ -198,12 +216,18 @@ def is_paused(conn: Any) -> bool:
     return bool(row and row[0])
 
 
-def note_error(conn: Any, message: str, clock: Clock) -> None:
+def note_error(conn: Any, message: str, kind: str | None, clock: Clock) -> None:
+    """Record the last failure and its kind (LINK, SETUP, or None: anything else)."""
     with write(conn):
         conn.execute(
             "UPDATE sync_state SET last_error = ?, last_error_at = ? WHERE id = 1",
             (message, iso(clock())),
         )
+        _set_kind(conn, kind)
+
+
+def _set_kind(conn: Any, kind: str | None) -> None:
+    conn.execute("UPDATE sync_last_error SET kind = ? WHERE id = 1", (kind,))
 
 
 def _first(errors: list[str]) -> str | None:

@@ -1,12 +1,19 @@
 """The exception tree of acode-sync.
 
 Every error a user can meet is an :class:`AcodeSyncError`; the CLI turns it into
-one line and an exit code in one place (``acode_sync.cli._errors``)::
+one line and an exit code in one place (``AcodeGroup`` in
+``acode_sync.cli._common``)::
 
     AcodeSyncError                      exit 2 unless a subclass says otherwise
     ├── UsageError                      bad arguments, missing workspace (exit 2)
-    │   └── ConfigError                 .agent/config.yml invalid (exit 2)
+    │   ├── ConfigError                 .agent/config.yml invalid (exit 2)
+    │   └── SetupError                  the remote answers but refuses us: password,
+    │       │                           database, role, grants, schema, URL (exit 2;
+    │       │                           ACODE-SYNC-001 at login, -002 at push/pull)
+    │       └── NeedsAdmin              migrate --remote run as a role without the rights
+    ├── NotRunning                      dev-server url: no server there (exit 1)
     └── SyncError                       sync incomplete (exit 1)
+        ├── SyncIncomplete              the command already said what failed
         ├── TransientError              worth retrying with backoff
         │   └── ConnectionFailed        ACODE-SYNC-001
         ├── BatchFailed                 ACODE-SYNC-002
@@ -16,6 +23,10 @@ one line and an exit code in one place (``acode_sync.cli._errors``)::
             └── InvalidPayload          ACODE-SYNC-005
 
 Driver errors (psycopg, sqlite3) are translated at the boundary that meets them.
+A :class:`SetupError` is not being offline: waiting does not fix it, a person
+does. ``run`` keeps going but retries it only at the backoff cap, and ``status``
+shows mode ``error``; the kinds recorded for ``status`` are :data:`LINK` and
+:data:`SETUP`.
 """
 
 from __future__ import annotations
@@ -30,12 +41,18 @@ CONFLICT_DETECTED = "ACODE-SYNC-003"
 MAX_RETRIES_EXCEEDED = "ACODE-SYNC-004"
 INVALID_PAYLOAD = "ACODE-SYNC-005"
 
+# The kind of the last failure, as ``sync_state`` records it for ``status``.
+LINK = "link"
+SETUP = "setup"
+
 
 class AcodeSyncError(Exception):
     """Root of every error acode-sync raises on purpose."""
 
     code: str | None = None
     exit_code: int = EXIT_USAGE
+    # True when the command has already shown the user what went wrong.
+    shown: bool = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -43,7 +60,11 @@ class AcodeSyncError(Exception):
 
     def __str__(self) -> str:
         if self.code:
-            return f"{self.code}: {self.message}"
+            return f"{self.code}: {self.text()}"
+        return self.text()
+
+    def text(self) -> str:
+        """The message without its code."""
         return self.message
 
 
@@ -61,8 +82,57 @@ class ConfigError(UsageError):
         self.reason = reason
 
 
+class SetupError(UsageError):
+    """The remote answers but refuses us, or its URL cannot be used: a setting
+    (or the server's set-up) must change; retrying as it is cannot help.
+
+    ``setting`` names where the URL came from (the config key and file, or the
+    environment variable); the engine fills it in, as the remote module that
+    meets the refusal does not know it.
+    """
+
+    code: str | None = CONNECTION_FAILED
+
+    def __init__(
+        self, problem: str, fix: str, *, code: str | None = None, setting: str | None = None
+    ) -> None:
+        super().__init__(problem)
+        if code is not None:
+            self.code = code
+        self.problem = problem
+        self.fix = fix
+        self.setting = setting
+
+    def text(self) -> str:
+        # Built when shown: the setting is known only after the error was raised.
+        where = f" (URL from {self.setting})" if self.setting else ""
+        return f"{self.problem}{where}; {self.fix}"
+
+
+class NeedsAdmin(SetupError):
+    """``migrate --remote`` met a role that may not create the server schema."""
+
+    code = None
+
+
+class NotRunning(AcodeSyncError):
+    """``dev-server url`` found no server running: a state, not a usage error."""
+
+    exit_code = EXIT_SYNC_INCOMPLETE
+
+
 class SyncError(AcodeSyncError):
     exit_code = EXIT_SYNC_INCOMPLETE
+
+
+class SyncIncomplete(SyncError):
+    """Sync did not finish; the command has already shown which items failed and
+    why, so the error boundary only sets the exit code."""
+
+    shown = True
+
+    def __init__(self, message: str = "sync incomplete") -> None:
+        super().__init__(message)
 
 
 class TransientError(SyncError):

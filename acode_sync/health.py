@@ -25,15 +25,21 @@ Definitions (the outbox row is the unit everywhere):
     The local tables keep no log of attempts, so this is a rate of items, not of
     attempts: a row that failed three times counts once.
 ``mode``
-    ``paused`` when sync is paused (or disabled in the config); ``offline`` when
-    no remote is configured, or when the last recorded error is a connection
-    failure (ACODE-SYNC-001) at or after the last successful contact (the later
-    of ``last_push_at`` and ``last_pull_at``); else ``online``.
+    ``paused`` when sync is paused (or disabled in the config); ``error`` when
+    the last recorded failure is of kind ``setup`` (the remote answers but
+    refuses us: password, database, role, grants, schema, or an unusable URL)
+    at or after the last successful contact (the later of ``last_push_at`` and
+    ``last_pull_at``); ``offline`` when no remote is configured, or when the
+    last recorded failure is of kind ``link`` (nobody answers, the connection
+    dropped) at or after the last successful contact; else ``online``. The
+    kind is recorded with the failure (``sync_last_error``), not read back out
+    of the message.
 ``healthy``
     False when any of: ``failed > 0``; a remote is configured, sync is not
     paused and the lag exceeds :data:`MAX_LAG_SECONDS`; the engine has been
     offline (with a remote configured) for more than :data:`MAX_OFFLINE_SECONDS`
-    since its last successful contact (never having had one counts as too long).
+    since its last successful contact (never having had one counts as too long);
+    the mode is ``error`` (at once: waiting does not fix it).
     Pausing is a choice, not a fault, so a paused queue's lag does not count;
     conflicts are resolved automatically and do not count either.
 """
@@ -53,14 +59,14 @@ from prometheus_client.registry import Collector
 
 from acode_sync.clock import iso, parse_iso
 from acode_sync.config import SyncConfig
-from acode_sync.errors import CONNECTION_FAILED
+from acode_sync.errors import LINK, SETUP
 
 log = logging.getLogger(__name__)
 
 MAX_LAG_SECONDS = 300.0
 MAX_OFFLINE_SECONDS = 600.0
 FAILURE_WINDOW = timedelta(hours=24)
-MODES = ("online", "offline", "paused")
+MODES = ("online", "offline", "paused", "error")
 
 JSON_KEYS = (
     "mode",
@@ -96,6 +102,8 @@ class Health:
     healthy: bool
     # Why it is not healthy, one phrase each (empty when healthy).
     problems: tuple[str, ...] = ()
+    # The last failure when the mode is error or offline (for the status block).
+    reason: str | None = None
 
     @property
     def last_sync_at(self) -> str | None:
@@ -132,8 +140,8 @@ def _age(now: datetime, stamp: str | None) -> float | None:
 def figures(conn: sqlite3.Connection, now: datetime, config: SyncConfig) -> Health:
     """Compute every health figure from the local database as of ``now``."""
     state = conn.execute(
-        "SELECT paused, last_push_at, last_pull_at, last_error, last_error_at "
-        "FROM sync_state WHERE id = 1"
+        "SELECT paused, last_push_at, last_pull_at, last_error, last_error_at, kind "
+        "FROM sync_state CROSS JOIN sync_last_error USING (id) WHERE id = 1"
     ).fetchone()
     paused = bool(state["paused"]) or not config.enabled
     last_push_at, last_pull_at = state["last_push_at"], state["last_pull_at"]
@@ -170,15 +178,13 @@ def figures(conn: sqlite3.Connection, now: datetime, config: SyncConfig) -> Heal
     remote = bool(config.remote_url)
     contact = max((s for s in (last_push_at, last_pull_at) if s), default=None)
     error, error_at = state["last_error"], state["last_error_at"]
-    link_down = bool(
-        error
-        and str(error).startswith(CONNECTION_FAILED)
-        and error_at
-        and (contact is None or error_at >= contact)
-    )
+    current = bool(error and error_at and (contact is None or error_at >= contact))
+    kind = state["kind"] if current else None
     if paused:
         mode = "paused"
-    elif not remote or link_down:
+    elif remote and kind == SETUP:
+        mode = "error"
+    elif not remote or kind == LINK:
         mode = "offline"
     else:
         mode = "online"
@@ -188,6 +194,8 @@ def figures(conn: sqlite3.Connection, now: datetime, config: SyncConfig) -> Heal
         problems.append(f"{failed} item(s) failed for good; see 'acode sync queue --errors'")
     if remote and not paused and lag > MAX_LAG_SECONDS:
         problems.append(f"sync lag {lag:.0f}s exceeds {MAX_LAG_SECONDS:.0f}s")
+    if mode == "error":
+        problems.append(f"sync cannot run until this is fixed: {error}")
     if remote and mode == "offline":
         offline_for = _age(now, contact)
         if offline_for is None or offline_for > MAX_OFFLINE_SECONDS:
@@ -208,6 +216,7 @@ def figures(conn: sqlite3.Connection, now: datetime, config: SyncConfig) -> Heal
         failure_rate=failure_rate,
         healthy=not problems,
         problems=tuple(problems),
+        reason=error if mode in ("error", "offline") and kind else None,
     )
 
 

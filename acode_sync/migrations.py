@@ -18,6 +18,7 @@ import psycopg
 import sqlite_utils
 
 from acode_sync import remote
+from acode_sync.errors import NeedsAdmin, SetupError
 
 LOCAL_TABLE = "sync_migrations"
 
@@ -92,16 +93,38 @@ def applied_remote(conn: psycopg.Connection[Any]) -> set[str]:
     return {name for (name,) in conn.execute("SELECT name FROM acode_sync.migrations")}
 
 
-def migrate_remote(conninfo: str) -> list[str]:
-    """Apply the server migrations not yet applied (run by an admin role)."""
+def migrate_remote(conninfo: str, *, setting: str | None = None) -> list[str]:
+    """Apply the server migrations not yet applied (run by an admin role).
+
+    ``setting`` names where ``conninfo`` came from, for the message of a
+    SetupError (a refused login, or a role without the rights: NeedsAdmin).
+    """
+    try:
+        return _migrate_remote(conninfo)
+    except SetupError as exc:
+        exc.setting = setting
+        raise
+
+
+def _migrate_remote(conninfo: str) -> list[str]:
     ran = []
     with remote.connect(conninfo, autocommit=True) as conn:
-        done = applied_remote(conn)
-        for migration in shipped("postgres"):
-            if migration.name in done:
-                continue
-            # No parameters: psycopg sends the file with the simple query
-            # protocol, so its BEGIN ... COMMIT and many statements go as one.
-            conn.execute(migration.sql.encode())
-            ran.append(migration.name)
+        try:
+            done = applied_remote(conn)
+            for migration in shipped("postgres"):
+                if migration.name in done:
+                    continue
+                # No parameters: psycopg sends the file with the simple query
+                # protocol, so its BEGIN ... COMMIT and many statements go as one.
+                conn.execute(migration.sql.encode())
+                ran.append(migration.name)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "permission denied"
+            raise NeedsAdmin(
+                f"migrate --remote needs an admin role (one that may create schemas and "
+                f"roles in database {conn.info.dbname}); it ran as role {conn.info.user} "
+                f"({first})",
+                "run it with an admin's URL: ACODE_SYNC_REMOTE_URL=postgresql://ADMIN@HOST:PORT/DB"
+                " acode-sync migrate --remote",
+            ) from None
     return ran

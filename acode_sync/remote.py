@@ -1,19 +1,26 @@
 """Everything that talks to PostgreSQL.
 
-Driver errors are translated here, at the boundary: a connection that cannot
-be made is :class:`ConnectionFailed` (ACODE-SYNC-001) with the password never
-shown.
+Driver errors are translated here, at the boundary, with the password never
+shown. Two kinds, because they call for different things:
+
+- the link: nobody answers, the connection drops, the server is starting or
+  shutting down, too many clients. :class:`ConnectionFailed` (ACODE-SYNC-001,
+  exit 1): being offline; changes queue and go when it answers.
+- the set-up: the server answers and refuses us (password, database, login
+  role, grants, schema), or the URL itself cannot be used.
+  :class:`SetupError` (exit 2): waiting will not fix it; the message says what to.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from acode_sync.errors import BatchFailed, ConnectionFailed, UsageError
+from acode_sync.errors import BATCH_FAILED, ConnectionFailed, SetupError
 
 CONNECT_TIMEOUT_SECONDS = 10
 
@@ -34,11 +41,9 @@ def redact(conninfo: str) -> str:
 
 
 def connect(conninfo: str, *, autocommit: bool = False, **kwargs: Any) -> psycopg.Connection[Any]:
-    """Open a connection or raise ConnectionFailed naming the server (not the password)."""
-    try:
-        params = conninfo_to_dict(conninfo)
-    except psycopg.ProgrammingError as exc:
-        raise UsageError(f"remote.url is not a valid PostgreSQL URL: {exc}") from None
+    """Open a connection, or raise ConnectionFailed (the link) or SetupError (the
+    server refuses us, or the URL is unusable), naming the server, never the password."""
+    params = parse_url(conninfo)
     defaults: dict[str, Any] = {
         "connect_timeout": CONNECT_TIMEOUT_SECONDS,
         "application_name": "acode-sync",
@@ -48,8 +53,118 @@ def connect(conninfo: str, *, autocommit: bool = False, **kwargs: Any) -> psycop
     try:
         return psycopg.connect(conninfo, autocommit=autocommit, **defaults, **kwargs)
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise ConnectionFailed(f"cannot connect to {redact(conninfo)}: {reason}") from None
+        raise connect_error(conninfo, exc) from None
+    except psycopg.ProgrammingError as exc:  # psycopg's own checks, e.g. connect_timeout
+        raise SetupError(
+            f"the remote URL cannot be used ({_without_secrets(conninfo, exc)})",
+            "fix that parameter of the URL",
+        ) from None
+
+
+def parse_url(conninfo: str) -> dict[str, Any]:
+    """The URL's parameters, or SetupError when it cannot be a PostgreSQL URL."""
+    try:
+        params = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError as exc:
+        raise SetupError(
+            f"the remote URL is not a valid PostgreSQL URL ({_without_secrets(conninfo, exc)})",
+            "write it as postgresql://ROLE@HOST:PORT/DATABASE",
+        ) from None
+    # libpq reads the port only when it connects, and reports a bad one as a
+    # broken connection; checked here it is plainly the setting's fault.
+    for port in str(params.get("port", "")).split(","):
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise SetupError(
+                f"the remote URL's port {port!r} is not a TCP port",
+                "give a port from 1 to 65535 (PostgreSQL's default is 5432)",
+            )
+    return params
+
+
+def _without_secrets(conninfo: str, exc: Exception) -> str:
+    """libpq's parse error, with whatever of the URL it quotes removed (it may
+    quote the whole URL, password and all)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    first = re.sub(r'\s+in (URI|connection info string)?:? ".*$', "", first)
+    secrets = [conninfo, *re.findall(r"://[^:/@]*:([^@/]+)@", conninfo)]
+    secrets += re.findall(r"password\s*=\s*'?([^'\s]+)", conninfo)
+    for secret in secrets:
+        first = first.replace(secret, "***")
+    return first
+
+
+# psycopg gives no SQLSTATE for a failed connection attempt (``sqlstate`` is None:
+# libpq keeps the server's code to itself; psycopg/psycopg#1188), so the server's
+# message is what there is. These are its English texts (and libpq's); a server
+# set to another lc_messages falls back to "offline", the behaviour before.
+_REFUSALS: tuple[tuple[str, str, str], ...] = (
+    # (pattern in libpq's message, the problem, what to do)
+    (
+        r'password authentication failed for user "(?P<role>[^"]*)"',  # 28P01
+        "password authentication failed for role {role}",
+        "fix the password (in the URL, PGPASSWORD or ~/.pgpass)",
+    ),
+    (
+        r"no password supplied",  # libpq: the server asked for one
+        "the server wants a password and none was given",
+        "put it in PGPASSWORD or ~/.pgpass (or in the URL)",
+    ),
+    (
+        r'role "(?P<role>[^"]*)" does not exist',  # 28000
+        "login role {role} does not exist on the server",
+        "fix the role in the URL, or have an admin create and enroll it: "
+        "CREATE ROLE {role} LOGIN; GRANT acode_sync_device TO {role}",
+    ),
+    (
+        r'role "(?P<role>[^"]*)" is not permitted to log in',  # 28000
+        "role {role} may not log in",
+        "have an admin run: ALTER ROLE {role} LOGIN",
+    ),
+    (
+        r'database "(?P<database>[^"]*)" does not exist',  # 3D000
+        "database {database} does not exist on the server",
+        "fix the database in the URL, or have an admin create it and run "
+        "'acode-sync migrate --remote' on it",
+    ),
+    (
+        r'permission denied for database "?(?P<database>[^"\s]*)',  # 42501
+        "this role may not connect to database {database}",
+        "have an admin GRANT CONNECT on it to the role (or to acode_sync_device)",
+    ),
+    (
+        r"no pg_hba\.conf entry",  # 28000
+        "the server's pg_hba.conf lets no such login in from here",
+        "have the server's admin allow this host, role and database",
+    ),
+    (
+        r"(?P<method>\w+) authentication failed for user",  # 28000: peer, ident, cert...
+        "the server refused the login ({method} authentication)",
+        "fix the role in the URL, or have the server's admin allow it",
+    ),
+)
+
+
+def connect_error(conninfo: str, exc: psycopg.OperationalError) -> ConnectionFailed | SetupError:
+    """What a failed connection attempt means: a refusal or the link."""
+    text = str(exc).strip()
+    server = redact(conninfo)
+    for pattern, problem, fix in _REFUSALS:
+        found = re.search(pattern, text)
+        if found:
+            names = found.groupdict()
+            return SetupError(
+                f"{server} refused us: " + problem.format(**names), fix.format(**names)
+            )
+    # "connection failed: connection to server at "h", port p failed: <why>"
+    reason = text.splitlines()[0].rsplit("failed: ", 1)[-1] if text else type(exc).__name__
+    # libpq's checks of option values ("invalid integer value ... for connection
+    # option", "invalid sslmode value"): the URL's fault, before any network.
+    if re.search(r"\binvalid \S+ (value|number)", reason):
+        return SetupError(
+            f"the remote URL cannot be used ({_without_secrets(conninfo, exc)})",
+            "fix that parameter of the URL",
+        )
+    return ConnectionFailed(f"cannot connect to {server}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -65,19 +180,28 @@ class ItemResult:
 
 # What a server that was never migrated, or a role never enrolled, answers.
 # Nothing an item did: the cycle stops and no item is touched.
-_SETUP_ERRORS = (
+_UNMIGRATED = (
     psycopg.errors.UndefinedFunction,
     psycopg.errors.UndefinedTable,
     psycopg.errors.InvalidSchemaName,
-    psycopg.errors.InsufficientPrivilege,
 )
+_SETUP_ERRORS = (*_UNMIGRATED, psycopg.errors.InsufficientPrivilege)
 
 
-def _setup_problem(exc: psycopg.Error) -> BatchFailed:
+def _setup_problem(conn: psycopg.Connection[Any], exc: psycopg.Error) -> SetupError:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return BatchFailed(
-        f"the remote is not ready for acode-sync ({first}); run 'acode-sync migrate "
-        "--remote' as an admin and GRANT acode_sync_device to this device's role"
+    role, database = conn.info.user, conn.info.dbname
+    if isinstance(exc, _UNMIGRATED):
+        return SetupError(
+            f"the remote is not ready for acode-sync: database {database} has no "
+            f"acode-sync schema ({first})",
+            "run 'acode-sync migrate --remote' on it with an admin role",
+            code=BATCH_FAILED,
+        )
+    return SetupError(
+        f"the remote is not ready for acode-sync: role {role} is not enrolled ({first})",
+        f"have an admin run: GRANT acode_sync_device TO {role}",
+        code=BATCH_FAILED,
     )
 
 
@@ -93,7 +217,7 @@ def push_batch(
             (batch_id, device_id, items_json),
         ).fetchall()
     except _SETUP_ERRORS as exc:
-        raise _setup_problem(exc) from None
+        raise _setup_problem(conn, exc) from None
     return [
         ItemResult(key, outcome, version, reason, row)
         for key, outcome, version, reason, row in rows
@@ -112,4 +236,4 @@ def pull_page(
             (after, limit, device_id),
         ).fetchall()
     except _SETUP_ERRORS as exc:
-        raise _setup_problem(exc) from None
+        raise _setup_problem(conn, exc) from None

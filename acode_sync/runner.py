@@ -13,6 +13,12 @@ Offline is a state, not a crash: a cycle that cannot reach the remote changes
 nothing locally (see ``upload``), logs one line, and the loop keeps polling;
 the first good connection drains the queue.
 
+A remote that answers and refuses us (a :class:`SetupError`: password,
+database, role, grants, schema, URL) is not fixed by polling: the loop logs the
+reason once, keeps running (an admin may fix the server while we wait), and
+tries again only every ``retry.max_delay_seconds``, the backoff cap. It logs
+again when the reason changes, or when it comes back after a good cycle.
+
 Stopping follows rq's worker: the first SIGTERM/SIGINT lets the current cycle
 finish and then exits 0; a second one exits at once with
 ``EXIT_SYNC_INCOMPLETE`` (local transactions roll back; a batch the server
@@ -27,7 +33,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import FrameType
 from wsgiref.simple_server import WSGIServer
 
@@ -40,6 +46,7 @@ from acode_sync.errors import (
     EXIT_SYNC_INCOMPLETE,
     AcodeSyncError,
     ConnectionFailed,
+    SetupError,
     UsageError,
 )
 from acode_sync.health import Health, build_registry, figures
@@ -72,6 +79,8 @@ class Runner:
         self.cycles = 0
         self.metrics_url: str | None = None
         self._offline = False
+        self._refused: str | None = None  # the set-up error of this episode, if any
+        self._retry_at: datetime | None = None
         self._paused = False
         self._last_pull: datetime | None = None
         self._registry: CollectorRegistry | None = None
@@ -94,7 +103,7 @@ class Runner:
         try:
             while not self.stop.is_set():
                 self.cycle()
-                self.stop.wait(self.interval)
+                self.stop.wait(self._wait())
         finally:
             if server is not None:
                 httpd, thread = server
@@ -104,26 +113,39 @@ class Runner:
         log.info("stopped after %d cycle(s)", self.cycles)
         return 0
 
+    def _wait(self) -> float:
+        if self._retry_at is None:
+            return self.interval
+        return max(self.interval, (self._retry_at - self.clock()).total_seconds())
+
     def cycle(self) -> None:
         """One cycle that never lets an expected failure end the loop."""
-        self.cycles += 1
         now = self.clock()
+        if self._retry_at is not None and now < self._retry_at:
+            return  # refused: the next attempt is at the backoff cap
+        self.cycles += 1
         cadence = self.engine.config.download.poll_interval_seconds
         pull = self._last_pull is None or (now - self._last_pull).total_seconds() >= cadence
         try:
             report = self.engine.sync_once(pull=pull)
         except ConnectionFailed as exc:
             self._count("offline")
+            self._end_refusal()
             if not self._offline:
                 log.warning("%s; changes queue locally, retrying every %gs", exc, self.interval)
             else:
                 log.debug("still offline: %s", exc)
             self._offline = True
             return
+        except SetupError as exc:
+            self._count("setup")
+            self._refuse(exc, now)
+            return
         except (AcodeSyncError, psycopg.Error, sqlite3.OperationalError) as exc:
             # A lock held by a long `now`, a busy database, a server without our
             # schema: record it for `status`, and try again next time.
             self._count("error")
+            self._end_refusal()
             log.warning("cycle failed: %s", exc)
             self._note(str(exc))
             return
@@ -132,6 +154,9 @@ class Runner:
         if self._offline:
             log.warning("remote reachable again")
             self._offline = False
+        if self._refused is not None:
+            log.warning("the remote accepts us again")
+            self._end_refusal()
         if report.paused != self._paused:
             log.warning("sync %s", "paused: changes queue locally" if report.paused else "resumed")
             self._paused = report.paused
@@ -140,6 +165,20 @@ class Runner:
             log.warning("%s", error)
         if report.push.uploaded:
             log.info("uploaded %d item(s)", report.push.uploaded)
+
+    def _refuse(self, exc: SetupError, now: datetime) -> None:
+        cap = self.engine.config.retry.max_delay_seconds
+        if str(exc) != self._refused:
+            log.error("%s. Sync waits for this; trying again every %gs.", exc, cap)
+        else:
+            log.debug("still refused: %s", exc)
+        self._refused = str(exc)
+        self._retry_at = now + timedelta(seconds=cap)
+        self._offline = False  # it answered: whatever comes next is news
+
+    def _end_refusal(self) -> None:
+        self._refused = None
+        self._retry_at = None
 
     # -- stopping ---------------------------------------------------------------
 
@@ -209,7 +248,7 @@ class Runner:
         try:
             conn = self.engine.workspace.connect()
             try:
-                note_error(conn, message, self.clock)
+                note_error(conn, message, None, self.clock)
             finally:
                 conn.close()
         except (AcodeSyncError, sqlite3.Error) as exc:

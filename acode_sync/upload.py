@@ -42,8 +42,8 @@ from acode_sync.errors import (
     BATCH_FAILED,
     INVALID_PAYLOAD,
     MAX_RETRIES_EXCEEDED,
-    BatchFailed,
     ConnectionFailed,
+    SetupError,
 )
 from acode_sync.outbox import OutboxRow, check_items
 from acode_sync.remote import ItemResult, push_batch
@@ -67,6 +67,8 @@ class PushReport:
     failed: int = 0
     withheld: int = 0
     errors: list[str] = field(default_factory=list)
+    # Set when the link failed mid-cycle (one of ``errors``): status says offline.
+    link_error: str | None = None
 
     @property
     def uploaded(self) -> int:
@@ -190,7 +192,7 @@ class Uploader:
             return True
         try:
             results = self._push_isolating(remote, items)
-        except BatchFailed:
+        except SetupError:
             raise
         except Exception as exc:
             if not is_transient(exc):
@@ -198,6 +200,8 @@ class Uploader:
             self._mark_transient(items, exc)
             report.failed += len(items)
             report.errors.append(_describe(exc))
+            if _is_link(exc):
+                report.link_error = report.link_error or _describe(exc)
             return False
         self._mark_results(items, results, report)
         return True
@@ -233,7 +237,7 @@ class Uploader:
         halve it until the item at fault stands alone and is rejected by itself."""
         try:
             return push_batch(remote, str(ULID()), self.device_id, _wire_items(items))
-        except BatchFailed:
+        except SetupError:
             raise  # the remote is not set up: no item is at fault
         except Exception as exc:
             if is_transient(exc):
@@ -459,11 +463,15 @@ def _wire_items(items: Sequence[tuple[OutboxRow, str]]) -> str:
     return "[" + ", ".join(parts) + "]"
 
 
+def _is_link(exc: BaseException) -> bool:
+    return isinstance(exc, ConnectionFailed | psycopg.OperationalError | OSError | TimeoutError)
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, ConnectionFailed):
         return str(exc)
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if isinstance(exc, psycopg.OperationalError | OSError | TimeoutError):
+    if _is_link(exc):
         return f"{ConnectionFailed.code}: connection lost: {text}"
     if is_transient(exc):
         return f"{BATCH_FAILED}: batch failed: {text}"

@@ -22,13 +22,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class AcodeGroup(click.Group):
-    """A click group that turns every expected error into one line and an exit code."""
+    """The error boundary: every expected error becomes one line and an exit code
+    here, and nowhere else (commands raise, they do not exit)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except AcodeSyncError as exc:
-            click.echo(f"Error: {printable(str(exc))}", err=True)
+            if not exc.shown:
+                click.echo(f"Error: {printable(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
         except sqlite3.Error as exc:
             click.echo(f"Error: local database: {exc}", err=True)

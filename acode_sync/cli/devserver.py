@@ -8,6 +8,7 @@ import click
 
 from acode_sync import devserver
 from acode_sync.cli._common import AcodeGroup, workspace_option
+from acode_sync.errors import NotRunning
 
 dir_option = click.option(
     "--dir",
@@ -64,6 +65,5 @@ def url(directory: Path | None) -> None:
     where = _directory(directory)
     found = devserver.url(where)
     if found is None:
-        click.echo(f"Error: no dev server running in {where}", err=True)
-        click.get_current_context().exit(1)
+        raise NotRunning(f"no dev server running in {where}")
     click.echo(found)

@@ -18,7 +18,7 @@ from acode_sync.cli import formatting
 from acode_sync.cli._common import session, workspace_option
 from acode_sync.clock import utcnow
 from acode_sync.engine import SyncEngine, is_paused
-from acode_sync.errors import EXIT_SYNC_INCOMPLETE
+from acode_sync.errors import SyncIncomplete
 from acode_sync.health import Health, figures, metrics_text
 from acode_sync.outbox import counts as outbox_counts
 from acode_sync.runner import Runner, outcome, requeue_failed, set_paused, waiting_for_backoff
@@ -29,6 +29,7 @@ def status_text(health: Health, now: datetime) -> str:
     lines = [
         formatting.heading("Sync Status"),
         f"Mode: {health.mode.capitalize()}",
+        *([f"  Why: {health.reason}"] if health.reason else []),
         f"Last Sync: {formatting.ago(now, health.last_sync_at)}",
         f"Queue: {health.pending} pending",
         "",
@@ -62,7 +63,7 @@ def status(as_json: bool, check: bool) -> None:
     if check and not health.healthy:
         for problem in health.problems:
             click.echo(f"Unhealthy: {problem}", err=True)
-        raise click.exceptions.Exit(EXIT_SYNC_INCOMPLETE)
+        raise SyncIncomplete("unhealthy")
 
 
 @click.command()
@@ -139,7 +140,7 @@ def retry(force: bool) -> None:
     if waiting:
         click.echo(hint)
     if incomplete:
-        raise click.exceptions.Exit(EXIT_SYNC_INCOMPLETE)
+        raise SyncIncomplete()
 
 
 @click.command()
@@ -162,7 +163,7 @@ def run(metrics_port: int | None) -> None:
     code = runner.run(announce=click.echo)
     click.echo("Stopped.")
     if code:
-        raise click.exceptions.Exit(code)
+        raise SyncIncomplete(f"run ended with {code}")
 
 
 @click.command()

@@ -13,7 +13,7 @@ from acode_sync.cli.operate import register
 from acode_sync.clock import iso, utcnow
 from acode_sync.config import default_config_text
 from acode_sync.engine import CycleReport, SyncEngine
-from acode_sync.errors import EXIT_SYNC_INCOMPLETE, UsageError
+from acode_sync.errors import SyncIncomplete, UsageError
 from acode_sync.outbox import queue as outbox_queue
 from acode_sync.remote import redact
 from acode_sync.workspace import AGENT_DIR, check_sqlite_file
@@ -73,7 +73,7 @@ def migrate(local: bool, remote_: bool) -> None:
         click.echo(f"Local: applied {', '.join(ran)}" if ran else "Local: up to date")
     if remote_:
         url = SyncEngine(s.workspace, s.config).remote_url()
-        ran = migrations.migrate_remote(url)
+        ran = migrations.migrate_remote(url, setting=s.config.remote_url_from)
         where = redact(url)
         click.echo(
             f"Remote {where}: applied {', '.join(ran)}" if ran else f"Remote {where}: up to date"
@@ -105,7 +105,7 @@ def _report_cycle(report: CycleReport, *, quiet: bool) -> None:
             "(see 'acode sync queue --errors').",
             err=True,
         )
-        raise click.exceptions.Exit(EXIT_SYNC_INCOMPLETE)
+        raise SyncIncomplete()
     if not quiet:
         click.echo("Sync complete.")
 

@@ -252,3 +252,7 @@ BEGIN
       AND (OLD.privacy = 'LOCAL_ONLY' OR privacy = 'FULL');
     UPDATE chats SET sync_status = 'Pending' WHERE id = NEW.id AND sync_status <> 'Pending';
 END;
+CREATE TABLE sync_last_error (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    kind  TEXT CHECK (kind IN ('link', 'setup'))
+);

@@ -13,7 +13,7 @@ import pytest
 
 from acode_sync import store
 from acode_sync.engine import connect_remote
-from acode_sync.errors import BatchFailed, ConnectionFailed
+from acode_sync.errors import ConnectionFailed, SetupError
 from acode_sync.remote import push_batch
 from acode_sync.workspace import write
 from tests.fix_pg import PgDatabase
@@ -292,7 +292,7 @@ def test_a_remote_that_was_never_migrated_touches_no_item(
     store.new_chat(conn, "t")
     before = [dict(r) for r in conn.execute("SELECT * FROM sync_outbox")]
     server.execute("DROP SCHEMA acode_sync CASCADE")
-    with pytest.raises(BatchFailed, match="ACODE-SYNC-002: the remote is not ready"):
+    with pytest.raises(SetupError, match="ACODE-SYNC-002: the remote is not ready"):
         alice.sync()
     assert [dict(r) for r in conn.execute("SELECT * FROM sync_outbox")] == before
     conn.close()

@@ -47,6 +47,16 @@ def set_state(conn: sqlite3.Connection, **columns: object) -> None:
         conn.execute(f"UPDATE sync_state SET {assignments} WHERE id = 1", tuple(columns.values()))
 
 
+def note(conn: sqlite3.Connection, message: str, kind: str | None, seconds_ago: float) -> None:
+    """Record a failure the way the engine does: its message, time and kind."""
+    with write(conn):
+        conn.execute(
+            "UPDATE sync_state SET last_error = ?, last_error_at = ? WHERE id = 1",
+            (message, at(seconds_ago)),
+        )
+        conn.execute("UPDATE sync_last_error SET kind = ? WHERE id = 1", (kind,))
+
+
 def test_a_fresh_database_is_quiet_and_healthy(bare_db: sqlite3.Connection) -> None:
     health = figures(bare_db, NOW, REMOTE)
     assert (health.mode, health.pending, health.failed, health.conflicts) == ("online", 0, 0, 0)
@@ -120,7 +130,8 @@ def test_today_counts_start_at_utc_midnight(bare_db: sqlite3.Connection) -> None
 
 def test_offline_is_a_connection_error_after_the_last_contact(bare_db: sqlite3.Connection) -> None:
     error = "ACODE-SYNC-001: cannot connect to postgresql://x@h:1/db: refused"
-    set_state(bare_db, last_push_at=at(300), last_error=error, last_error_at=at(5))
+    set_state(bare_db, last_push_at=at(300))
+    note(bare_db, error, "link", 5)
     health = figures(bare_db, NOW, REMOTE)
     assert (health.mode, health.healthy) == ("offline", True)  # 5 minutes: not yet alarming
     set_state(bare_db, last_push_at=at(601))
@@ -129,12 +140,34 @@ def test_offline_is_a_connection_error_after_the_last_contact(bare_db: sqlite3.C
     assert "unreachable for 601s" in late.problems[0]
     set_state(bare_db, last_pull_at=at(1))  # a later successful pull: the link is back
     assert figures(bare_db, NOW, REMOTE).mode == "online"
-    set_state(bare_db, last_pull_at=None, last_error="message m: ACODE-SYNC-005: invalid")
+    set_state(bare_db, last_pull_at=None)
+    note(bare_db, "message m: ACODE-SYNC-005: invalid", None, 5)
     assert figures(bare_db, NOW, REMOTE).mode == "online"  # not a link failure
+    # The kind decides, not the code in the text: a refusal at login is 001 too.
+    note(bare_db, "ACODE-SYNC-001: h refused us: password authentication failed", "setup", 5)
+    assert figures(bare_db, NOW, REMOTE).mode == "error"
+
+
+def test_a_refusal_is_mode_error_and_unhealthy_at_once(bare_db: sqlite3.Connection) -> None:
+    set_state(bare_db, last_push_at=at(60))
+    refusal = "ACODE-SYNC-002: the remote is not ready for acode-sync: role r is not enrolled"
+    note(bare_db, refusal, "setup", 1)
+    health = figures(bare_db, NOW, REMOTE)
+    assert (health.mode, health.healthy, health.reason) == ("error", False, refusal)
+    assert health.problems == (f"sync cannot run until this is fixed: {refusal}",)
+    assert health.as_json()["mode"] == "error"
+    assert figures(bare_db, NOW, LOCAL).mode == "offline"  # no remote: nothing refuses us
+    set_state(bare_db, paused=1)
+    assert figures(bare_db, NOW, REMOTE).mode == "paused"  # a choice comes first
+    set_state(bare_db, paused=0, last_pull_at=at(0))  # a good cycle since: fixed
+    assert (figures(bare_db, NOW, REMOTE).mode, figures(bare_db, NOW, REMOTE).healthy) == (
+        "online",
+        True,
+    )
 
 
 def test_never_reached_and_offline_is_unhealthy(bare_db: sqlite3.Connection) -> None:
-    set_state(bare_db, last_error="ACODE-SYNC-001: cannot connect", last_error_at=at(1))
+    note(bare_db, "ACODE-SYNC-001: cannot connect", "link", 1)
     health = figures(bare_db, NOW, REMOTE)
     assert (health.mode, health.healthy) == ("offline", False)
     assert "never reached" in health.problems[0]
@@ -169,6 +202,7 @@ def test_metrics_text_has_the_gauges_and_leaves_the_global_registry_alone(
     assert samples[("acode_sync_queue_depth", (("status", "failed"),))] == 0
     assert samples[("acode_sync_mode", (("mode", "online"),))] == 1
     assert samples[("acode_sync_mode", (("mode", "paused"),))] == 0
+    assert samples[("acode_sync_mode", (("mode", "error"),))] == 0
     assert samples[("acode_sync_last_push_timestamp_seconds", ())] == (
         datetime(2026, 11, 25, 11, 59, tzinfo=UTC).timestamp()
     )
