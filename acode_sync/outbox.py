@@ -59,70 +59,91 @@ def check_items(
 
     The triggers build payloads from whatever a client wrote, the ``sqlite3``
     shell included, and a payload can be edited by hand: so before a row leaves,
-    its id, its JSON, every text value in it, its size, and (for a message) its
+    its id, every text value in it, its size, its JSON and (for a message) its
     chat are checked here. The reason names the column and says why, with the
     ACODE-SYNC-005 code; the caller isolates the row and everything else flows.
+    Every row of a drain passes through here: the text is judged in Python only
+    where a cheap scan finds something to judge, and the JSON in one statement
+    for the batch, read by SQLite from the rows themselves.
     """
     reasons: dict[int, str] = {}
-    chats_needed: dict[int, str] = {}
     for row in rows:
-        why, chat_id = _check_one(row, item_bytes_max)
+        why = _check_text_and_size(row, item_bytes_max)
         if why is not None:
             reasons[row.seq] = f"{INVALID_PAYLOAD}: invalid payload: {why}"
-        elif chat_id is not None:
-            chats_needed[row.seq] = chat_id
-    if chats_needed:
-        present = {
-            str(found)
-            for (found,) in conn.execute(
-                "SELECT id FROM chats WHERE id IN (SELECT value FROM json_each(?))",
-                (json.dumps(sorted(set(chats_needed.values()))),),
-            )
-        }
-        for seq, chat_id in chats_needed.items():
-            if chat_id not in present:
-                reasons[seq] = (
-                    f"{INVALID_PAYLOAD}: invalid payload: chat_id: no chat "
-                    f"{text.printable(chat_id)!r} in this workspace"
-                )
+    unjudged = [row.seq for row in rows if row.seq not in reasons]
+    if unjudged:
+        for seq, why in conn.execute(_CHECK_JSON, (json.dumps(unjudged),)):
+            if why is not None:
+                reasons[int(seq)] = f"{INVALID_PAYLOAD}: invalid payload: {why}"
     return reasons
 
 
-def _check_one(row: OutboxRow, item_bytes_max: int) -> tuple[str | None, str | None]:
-    """(why the row is unfit or None, the chat id a message needs or None)."""
+# One pass over the batch's rows in SQLite: the payload parses, is an object,
+# carries the row's id, and a message's chat is in this workspace.
+_CHECK_JSON = """
+SELECT o.seq,
+       CASE WHEN NOT json_valid(o.payload) THEN 'payload: not valid JSON'
+            WHEN json_type(o.payload) <> 'object' THEN 'payload: not a JSON object'
+            WHEN json_extract(o.payload, '$.id') IS NOT o.entity_id
+                THEN 'id: the payload''s id ' || quote(json_extract(o.payload, '$.id'))
+                     || ' differs from the item''s ' || quote(o.entity_id)
+            WHEN o.entity_type = 'message' AND o.op = 'upsert'
+                 AND json_type(o.payload, '$.chat_id') IS NOT 'text'
+                THEN 'chat_id: missing'
+            WHEN o.entity_type = 'message' AND o.op = 'upsert'
+                 AND NOT EXISTS (SELECT 1 FROM chats c
+                                 WHERE c.id = json_extract(o.payload, '$.chat_id'))
+                THEN 'chat_id: no chat ' || quote(json_extract(o.payload, '$.chat_id'))
+                     || ' in this workspace'
+       END
+FROM sync_outbox o
+WHERE o.seq IN (SELECT value FROM json_each(?))
+"""
+
+
+def _check_text_and_size(row: OutboxRow, item_bytes_max: int) -> str | None:
+    """The row's id and payload text, and its size; None when fit."""
     bad_id = text.problem(row.entity_id)
     if bad_id:
-        return f"id: {bad_id}", None
-    size = len(row.payload.encode("utf-8", "surrogatepass"))
-    if size > item_bytes_max:
-        return (
-            f"payload: {size:,} bytes, above upload.item_bytes_max ({item_bytes_max:,}); "
-            "raise it in .agent/config.yml, then 'acode sync retry'",
-            None,
-        )
+        return f"id: {bad_id}"
+    payload = row.payload
+    # A character is at most 4 bytes: only a long payload needs encoding to size.
+    if len(payload) * 4 > item_bytes_max:
+        size = len(payload.encode("utf-8", "surrogatepass"))
+        if size > item_bytes_max:
+            return (
+                f"payload: {size:,} bytes, above upload.item_bytes_max ({item_bytes_max:,}); "
+                "raise it in .agent/config.yml, then 'acode sync retry'"
+            )
+    if not _suspect(payload):
+        return None
     try:
-        payload = json.loads(row.payload)
-    except ValueError as exc:
-        detail = f"{exc.msg} at char {exc.pos}" if isinstance(exc, json.JSONDecodeError) else exc
-        return f"payload: not valid JSON ({detail})", None
-    if not isinstance(payload, dict):
-        return "payload: not a JSON object", None
-    for column, value in _strings(payload):
+        parsed = json.loads(payload)
+    except ValueError:
+        parsed = None
+    if parsed is None:  # broken JSON: judge its raw text (SQL names the breakage)
+        why = text.problem(payload)
+        return f"payload: {why}" if why else None
+    for column, value in _strings(parsed):
         why = text.problem(value)
         if why:
-            return f"{text.printable(column)}: {why}", None
-    if payload.get("id") != row.entity_id:
-        return (
-            f"id: the payload's id {text.printable(str(payload.get('id')))!r} "
-            f"differs from the item's {row.entity_id!r}",
-            None,
-        )
-    if row.entity_type == "message" and row.op == "upsert":
-        chat_id = payload.get("chat_id")
-        if not isinstance(chat_id, str):
-            return "chat_id: missing", None
-        return None, chat_id
-    return None, None
+            return f"{text.printable(column)}: {why}"
+    return None
+
+
+def _suspect(payload: str) -> bool:
+    """Whether the payload may hold a bad byte, a NUL or a lone surrogate, raw or
+    as a JSON escape: C-speed scans; only a hit costs a parse."""
+    if "\\u" in payload or "\x00" in payload:
+        return True
+    if payload.isascii():
+        return False
+    try:
+        payload.encode("utf-8")  # a kept bad byte or a lone surrogate cannot encode
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _strings(value: Any, column: str = "payload") -> list[tuple[str, str]]:
