@@ -23,7 +23,8 @@ from acode_sync import remote
 from acode_sync.clock import Clock, iso, utcnow
 from acode_sync.config import SyncConfig
 from acode_sync.download import Puller, PullReport
-from acode_sync.errors import ConnectionFailed, UsageError
+from acode_sync.errors import CONNECTION_FAILED, ConnectionFailed, UsageError
+from acode_sync.link import note_contact, note_down
 from acode_sync.upload import PushReport, Uploader
 from acode_sync.workspace import Workspace, write
 
@@ -105,8 +106,10 @@ class SyncEngine:
                 try:
                     pg = self.connect(url)
                 except ConnectionFailed as exc:
-                    note_error(conn, str(exc), self.clock)
+                    note_error(conn, str(exc), self.clock, link_down=True)
                     raise
+                with write(conn):
+                    note_contact(conn, iso(self.clock()))
                 with pg:
                     uploader = Uploader(
                         conn,
@@ -142,6 +145,8 @@ class SyncEngine:
                         "WHERE id = 1",
                         (not report.push.failed, iso(now), error, error, iso(now)),
                     )
+                    if any(e.startswith(CONNECTION_FAILED) for e in report.push.errors):
+                        note_down(conn, iso(now))
                     prune(conn, now - timedelta(days=self.config.retention.days))
                 return report
         finally:
@@ -198,12 +203,15 @@ def is_paused(conn: Any) -> bool:
     return bool(row and row[0])
 
 
-def note_error(conn: Any, message: str, clock: Clock) -> None:
+def note_error(conn: Any, message: str, clock: Clock, *, link_down: bool = False) -> None:
+    now = iso(clock())
     with write(conn):
         conn.execute(
             "UPDATE sync_state SET last_error = ?, last_error_at = ? WHERE id = 1",
-            (message, iso(clock())),
+            (message, now),
         )
+        if link_down:
+            note_down(conn, now)
 
 
 def _first(errors: list[str]) -> str | None:

@@ -6,16 +6,19 @@ and offline, and the figures survive restarts. One function,
 and the ``run`` loop's scrape endpoint all show that one result, so they can
 never disagree.
 
-Definitions (the outbox row is the unit everywhere):
+Definitions (the outbox row is the unit everywhere). ``pending``, ``waiting``
+and ``failed`` are :mod:`acode_sync.outbox`'s, the same the ``queue`` table
+labels its rows with:
 
 ``pending``
-    rows that will go by themselves: ``Pending``, or ``Failed`` with a retry
-    scheduled (``next_retry_at`` set). This is the queue depth.
+    rows that go with the next cycle (status ``Pending``).
+``waiting``
+    rows that will retry by themselves: ``Failed`` with ``next_retry_at`` set.
 ``failed``
     rows that will not go by themselves: ``Failed`` without ``next_retry_at``
     (rejected by the server, or out of attempts); only ``retry`` re-queues them.
 ``lag_seconds``
-    sync lag: the age of the oldest *pending* row (0 when none). Rows failed for
+    sync lag: the age of the oldest pending or waiting row (0 when none). Rows failed for
     good are left out: they are counted by ``failed``, and would otherwise pin the
     lag at an ever-growing value that says nothing about the queue that moves.
 ``failure_rate``
@@ -27,8 +30,11 @@ Definitions (the outbox row is the unit everywhere):
 ``mode``
     ``paused`` when sync is paused (or disabled in the config); ``offline`` when
     no remote is configured, or when the last recorded error is a connection
-    failure (ACODE-SYNC-001) at or after the last successful contact (the later
-    of ``last_push_at`` and ``last_pull_at``); else ``online``.
+    the link has failed since the last contact with the server (see
+    :mod:`acode_sync.link`); else ``online``.
+``last_contact_at``
+    the last time the server answered (a connection, a batch, a page), even in
+    a cycle that lost its link afterwards: ``status``'s Last Sync.
 ``healthy``
     False when any of: ``failed > 0``; a remote is configured, sync is not
     paused and the lag exceeds :data:`MAX_LAG_SECONDS`; the engine has been
@@ -51,9 +57,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from acode_sync import outbox
 from acode_sync.clock import iso, parse_iso
 from acode_sync.config import SyncConfig
-from acode_sync.errors import CONNECTION_FAILED
+from acode_sync.link import read as read_link
+from acode_sync.outbox import OPEN, PENDING, WAITING
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +74,7 @@ JSON_KEYS = (
     "mode",
     "paused",
     "pending",
+    "waiting",
     "failed",
     "conflicts",
     "last_push_at",
@@ -77,7 +86,8 @@ JSON_KEYS = (
     "healthy",
 )
 
-_PENDING = "(status = 'Pending' OR (status = 'Failed' AND next_retry_at IS NOT NULL))"
+# What will go by itself, the queue whose age is the lag.
+_MOVING = f"({PENDING} OR {WAITING})"
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,7 @@ class Health:
     mode: str
     paused: bool
     pending: int
+    waiting: int
     failed: int
     conflicts: int
     last_push_at: str | None
@@ -94,14 +105,14 @@ class Health:
     downloaded_today: int
     failure_rate: float
     healthy: bool
+    last_contact_at: str | None = None
     # Why it is not healthy, one phrase each (empty when healthy).
     problems: tuple[str, ...] = ()
 
     @property
     def last_sync_at(self) -> str | None:
-        """The later of the last push and the last pull."""
-        stamps = [s for s in (self.last_push_at, self.last_pull_at) if s]
-        return max(stamps) if stamps else None
+        """The last contact with the server (``status``'s Last Sync)."""
+        return self.last_contact_at
 
     def as_json(self) -> dict[str, Any]:
         """Exactly the Contract's ``status --json`` keys."""
@@ -109,6 +120,7 @@ class Health:
             "mode": self.mode,
             "paused": self.paused,
             "pending": self.pending,
+            "waiting": self.waiting,
             "failed": self.failed,
             "conflicts": self.conflicts,
             "last_push_at": self.last_push_at,
@@ -132,18 +144,17 @@ def _age(now: datetime, stamp: str | None) -> float | None:
 def figures(conn: sqlite3.Connection, now: datetime, config: SyncConfig) -> Health:
     """Compute every health figure from the local database as of ``now``."""
     state = conn.execute(
-        "SELECT paused, last_push_at, last_pull_at, last_error, last_error_at "
-        "FROM sync_state WHERE id = 1"
+        "SELECT paused, last_push_at, last_pull_at FROM sync_state WHERE id = 1"
     ).fetchone()
     paused = bool(state["paused"]) or not config.enabled
     last_push_at, last_pull_at = state["last_push_at"], state["last_pull_at"]
+    queue = outbox.counts(conn)
+    link = read_link(conn)
 
-    pending = _count(conn, f"SELECT count(*) FROM sync_outbox WHERE {_PENDING}")
-    failed = _count(
-        conn, "SELECT count(*) FROM sync_outbox WHERE status = 'Failed' AND next_retry_at IS NULL"
-    )
     conflicts = _count(conn, "SELECT count(*) FROM sync_conflicts WHERE acknowledged_at IS NULL")
-    oldest = conn.execute(f"SELECT min(created_at) FROM sync_outbox WHERE {_PENDING}").fetchone()[0]
+    oldest = conn.execute(
+        f"SELECT min(created_at) FROM sync_outbox WHERE {OPEN} AND {_MOVING}"
+    ).fetchone()[0]
     lag = _age(now, oldest) or 0.0
 
     today = now.astimezone(UTC).date()
@@ -164,21 +175,15 @@ def figures(conn: sqlite3.Connection, now: datetime, config: SyncConfig) -> Heal
         "SELECT count(*) FROM sync_outbox WHERE status = 'Synced' AND synced_at >= ?",
         iso(now - FAILURE_WINDOW),
     )
-    failing = _count(conn, "SELECT count(*) FROM sync_outbox WHERE status = 'Failed'")
+    failing = queue.waiting + queue.failed
     failure_rate = failing / (failing + recent) if failing + recent else 0.0
 
     remote = bool(config.remote_url)
-    contact = max((s for s in (last_push_at, last_pull_at) if s), default=None)
-    error, error_at = state["last_error"], state["last_error_at"]
-    link_down = bool(
-        error
-        and str(error).startswith(CONNECTION_FAILED)
-        and error_at
-        and (contact is None or error_at >= contact)
-    )
+    contact = link.last_contact_at
+    failed = queue.failed
     if paused:
         mode = "paused"
-    elif not remote or link_down:
+    elif not remote or link.down:
         mode = "offline"
     else:
         mode = "online"
@@ -192,12 +197,13 @@ def figures(conn: sqlite3.Connection, now: datetime, config: SyncConfig) -> Heal
         offline_for = _age(now, contact)
         if offline_for is None or offline_for > MAX_OFFLINE_SECONDS:
             since = "never reached" if contact is None else f"unreachable for {offline_for:.0f}s"
-            problems.append(f"remote {since} ({error})")
+            problems.append(f"remote {since} ({link.last_error})")
 
     return Health(
         mode=mode,
         paused=paused,
-        pending=pending,
+        pending=queue.pending,
+        waiting=queue.waiting,
         failed=failed,
         conflicts=conflicts,
         last_push_at=last_push_at,
@@ -207,6 +213,7 @@ def figures(conn: sqlite3.Connection, now: datetime, config: SyncConfig) -> Heal
         downloaded_today=downloaded_today,
         failure_rate=failure_rate,
         healthy=not problems,
+        last_contact_at=contact,
         problems=tuple(problems),
     )
 
@@ -226,6 +233,11 @@ _GAUGES: tuple[tuple[str, str, Callable[[Health], float]], ...] = (
         "acode_sync_last_push_timestamp_seconds",
         "Unix time of the last push (0: never).",
         lambda h: _timestamp(h.last_push_at),
+    ),
+    (
+        "acode_sync_last_contact_timestamp_seconds",
+        "Unix time the server last answered (0: never).",
+        lambda h: _timestamp(h.last_contact_at),
     ),
     (
         "acode_sync_last_pull_timestamp_seconds",
@@ -257,6 +269,7 @@ def _families(health: Health | None) -> list[Metric]:
     families: list[Metric] = [depth, mode]
     if health is not None:
         depth.add_metric(["pending"], health.pending)
+        depth.add_metric(["waiting"], health.waiting)
         depth.add_metric(["failed"], health.failed)
         for name in MODES:
             mode.add_metric([name], float(health.mode == name))

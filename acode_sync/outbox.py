@@ -1,12 +1,41 @@
-"""Reading the local outbox: the queue a user sees."""
+"""The local outbox as a queue: what is owed to the server, and in what order.
+
+The three figures every command shows are defined here once, as SQL
+predicates over ``sync_outbox``; ``status``, ``status --json``, ``queue``,
+``queue --json``, ``metrics`` and ``retry`` all count and label rows through
+them, so what one command calls Failed is what another counts as Failed:
+
+``pending``  (:data:`PENDING`)
+    rows that go with the next cycle.
+``waiting``  (:data:`WAITING`)
+    rows that failed for a transient reason and go again by themselves once
+    their backoff is over (or, when it was the link that failed, as soon as a
+    cycle reaches the server again).
+``failed``   (:data:`FAILED`)
+    rows that will not go by themselves: rejected by the server, or out of
+    attempts. Only ``acode sync retry`` puts them back.
+
+Synced, Superseded and Conflict rows are history, not queue.
+"""
 
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from datetime import datetime
+
+from acode_sync.clock import iso, parse_iso
+from acode_sync.errors import CONNECTION_FAILED
 
 # Statuses still owed to the server. Synced and Superseded rows are history.
 OPEN_STATUSES = ("Pending", "Failed")
+
+PENDING = "status = 'Pending'"
+WAITING = "(status = 'Failed' AND next_retry_at IS NOT NULL)"
+FAILED = "(status = 'Failed' AND next_retry_at IS NULL)"
+# Leading with the IN (...) term lets SQLite use the partial index of open rows.
+OPEN = "status IN ('Pending', 'Failed')"
 
 
 @dataclass(frozen=True)
@@ -26,21 +55,150 @@ class OutboxRow:
     created_at: str
     synced_at: str | None
 
+    @property
+    def state(self) -> str:
+        """``pending``, ``waiting`` or ``failed`` (the module's definitions);
+        ``done`` for history rows."""
+        if self.status == "Pending":
+            return "pending"
+        if self.status == "Failed":
+            return "waiting" if self.next_retry_at is not None else "failed"
+        return "done"
+
+    @property
+    def link_failure(self) -> bool:
+        """It failed only because the link broke (not the server, not the data)."""
+        return self.state == "waiting" and (self.last_error or "").startswith(CONNECTION_FAILED)
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    pending: int = 0
+    waiting: int = 0
+    failed: int = 0
+
+    @property
+    def depth(self) -> int:
+        """Everything owed to the server."""
+        return self.pending + self.waiting + self.failed
+
+
+def counts(conn: sqlite3.Connection) -> QueueCounts:
+    """The three figures, in one pass over the open rows."""
+    row = conn.execute(
+        f"SELECT coalesce(sum({PENDING}), 0), coalesce(sum({WAITING}), 0), "
+        f"coalesce(sum({FAILED}), 0) FROM sync_outbox WHERE {OPEN}"
+    ).fetchone()
+    return QueueCounts(int(row[0]), int(row[1]), int(row[2]))
+
+
+def status_label(row: OutboxRow, now: datetime) -> str:
+    """The queue table's Status word for ``row``: Pending, Waiting (...), Failed."""
+    state = row.state
+    if state == "pending":
+        return "Pending"
+    if state == "failed":
+        return "Failed"
+    if state == "waiting" and row.next_retry_at is not None:
+        seconds = (parse_iso(row.next_retry_at) - now).total_seconds()
+        return f"Waiting (retry in {seconds:.0f}s)" if seconds >= 1 else "Waiting (retry due)"
+    return row.status
+
 
 def queue(conn: sqlite3.Connection, *, errors_only: bool = False) -> list[OutboxRow]:
     """Open outbox rows in send order; with ``errors_only``, only those with an error."""
     rows = conn.execute(
-        "SELECT * FROM sync_outbox WHERE status IN ('Pending', 'Failed') "
+        f"SELECT {COLUMNS} FROM sync_outbox WHERE {OPEN} "
         "AND (? = 0 OR last_error IS NOT NULL) ORDER BY seq",
         (int(errors_only),),
     ).fetchall()
-    return [OutboxRow(**dict(row)) for row in rows]
+    return [OutboxRow(*row) for row in rows]
 
 
-def counts(conn: sqlite3.Connection) -> dict[str, int]:
-    """Outbox rows per status."""
-    found = dict(conn.execute("SELECT status, count(*) FROM sync_outbox GROUP BY status"))
-    return {
-        status: found.get(status, 0)
-        for status in ("Pending", "Failed", "Conflict", "Synced", "Superseded")
-    }
+COLUMNS = ", ".join(f.name for f in fields(OutboxRow))
+
+# -- claiming rows to send ------------------------------------------------------
+
+_SCAN_PAGE = 1000
+
+
+def claim_due(
+    conn: sqlite3.Connection,
+    now: datetime,
+    limit: int,
+    *,
+    ignore_backoff: bool = False,
+    release_link_failures: bool = False,
+) -> list[OutboxRow]:
+    """Up to ``limit`` rows that may go now, in seq order.
+
+    Due: Pending rows; waiting rows whose backoff is over (all of them with
+    ``ignore_backoff``; with ``release_link_failures``, also those that failed
+    only because the link broke: the caller has just reached the server).
+    Failed-for-good rows are skipped: they wait for ``retry``.
+
+    A row that is not due holds back only what depends on it, so the queue
+    never stalls behind it: later rows of its entity (they would overtake it)
+    and, for a chat, its messages. Everything else goes past it.
+    """
+    stamp = iso(now)
+
+    def due(row: OutboxRow) -> bool:
+        return (
+            ignore_backoff
+            or row.status == "Pending"
+            or (row.next_retry_at or "") <= stamp
+            or (release_link_failures and row.link_failure)
+        )
+
+    cursor = conn.execute(
+        f"SELECT {COLUMNS} FROM sync_outbox WHERE {OPEN} "
+        f"AND ({PENDING} OR next_retry_at IS NOT NULL) ORDER BY seq LIMIT ?",
+        (limit,),
+    )
+    # Plain tuples in field order: half the cost of sqlite3.Row -> dict -> kwargs
+    # (3.3 vs 7 ms per 1,000 rows), which a drain pays on every row.
+    cursor.row_factory = None
+    rows = [OutboxRow(*values) for values in cursor.fetchall()]
+    if all(due(row) for row in rows):
+        return rows  # the common case: nothing is waiting at the head
+    return _claim_around(conn, due, limit)
+
+
+def _claim_around(
+    conn: sqlite3.Connection, due: Callable[[OutboxRow], bool], limit: int
+) -> list[OutboxRow]:
+    """The slow path of :func:`claim_due`: walk the queue keeping the
+    dependency rules, past the rows that are not due."""
+    held: set[tuple[str, str]] = set()
+    held_chats: set[str] = set()
+    taken: list[OutboxRow] = []
+    after = 0
+    while len(taken) < limit:
+        cursor = conn.execute(
+            f"SELECT {', '.join('o.' + f.name for f in fields(OutboxRow))}, "
+            "coalesce(m.chat_id, json_extract(o.payload, '$.chat_id')) "
+            "FROM sync_outbox o LEFT JOIN messages m "
+            "ON o.entity_type = 'message' AND m.id = o.entity_id "
+            f"WHERE o.{OPEN} AND (o.{PENDING} OR o.next_retry_at IS NOT NULL) "
+            "AND o.seq > ? ORDER BY o.seq LIMIT ?",
+            (after, _SCAN_PAGE),
+        )
+        cursor.row_factory = None
+        page = cursor.fetchall()
+        for *values, chat_id in page:
+            row = OutboxRow(*values)
+            key = (row.entity_type, row.entity_id)
+            blocked = key in held or (row.entity_type == "message" and chat_id in held_chats)
+            if blocked or not due(row):
+                held.add(key)
+                if row.entity_type == "chat":
+                    held_chats.add(row.entity_id)
+                continue
+            taken.append(row)
+            if len(taken) == limit:
+                break
+        if len(page) < _SCAN_PAGE:
+            break
+        after = page[-1][0]
+    return taken

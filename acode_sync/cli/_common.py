@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from acode_sync.config import SyncConfig
+from acode_sync.engine import SyncEngine
 from acode_sync.errors import EXIT_SYNC_INCOMPLETE, AcodeSyncError, UsageError
 from acode_sync.workspace import WORKSPACE_ENV, Workspace, find_workspace
 
@@ -68,9 +69,18 @@ class Session:
 
     @cached_property
     def conn(self) -> sqlite3.Connection:
+        """A connection for a command that writes."""
         conn = self.workspace.connect()
         self._ctx.call_on_close(conn.close)
         return conn
+
+    @property
+    def reader(self) -> sqlite3.Connection:
+        """A connection for a command that only reads."""
+        return self.conn
+
+    def engine(self) -> SyncEngine:
+        return SyncEngine(self.workspace, self.config)
 
 
 def workspace_option(command: F) -> F:

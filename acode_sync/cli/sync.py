@@ -12,8 +12,10 @@ from acode_sync.cli.devserver import dev_server
 from acode_sync.cli.operate import register
 from acode_sync.clock import iso, utcnow
 from acode_sync.config import default_config_text
-from acode_sync.engine import CycleReport, SyncEngine
+from acode_sync.engine import CycleReport, SyncEngine, is_paused
 from acode_sync.errors import EXIT_SYNC_INCOMPLETE, UsageError
+from acode_sync.link import read as read_link
+from acode_sync.outbox import counts as outbox_counts
 from acode_sync.outbox import queue as outbox_queue
 from acode_sync.remote import redact
 from acode_sync.workspace import AGENT_DIR, check_sqlite_file
@@ -115,7 +117,7 @@ def _report_cycle(report: CycleReport, *, quiet: bool) -> None:
 def now() -> None:
     """Sync now: push everything (backoff or not), pull, apply, and report."""
     s = session()
-    _report_cycle(SyncEngine(s.workspace, s.config).sync_once(ignore_backoff=True), quiet=False)
+    _report_cycle(s.engine().sync_once(ignore_backoff=True), quiet=False)
 
 
 @sync.command()
@@ -123,7 +125,7 @@ def now() -> None:
 def once() -> None:
     """One quiet cycle for cron and timers: honours backoff, prints only problems."""
     s = session()
-    _report_cycle(SyncEngine(s.workspace, s.config).sync_once(), quiet=True)
+    _report_cycle(s.engine().sync_once(), quiet=True)
 
 
 @sync.command()
@@ -132,11 +134,20 @@ def once() -> None:
 @workspace_option
 def queue(errors_only: bool, as_json: bool) -> None:
     """The pending and failed upload items."""
-    rows = outbox_queue(session().conn, errors_only=errors_only)
+    s = session()
+    rows = outbox_queue(s.reader, errors_only=errors_only)
     if as_json:
         click.echo(formatting.queue_json(rows))
-    else:
-        click.echo(formatting.queue_text(rows, errors_only=errors_only))
+        return
+    text = formatting.queue_text(
+        rows,
+        utcnow(),
+        counts=outbox_counts(s.reader),
+        link=read_link(s.reader),
+        paused=is_paused(s.reader) or not s.config.enabled,
+        errors_only=errors_only,
+    )
+    click.echo(text)
 
 
 @sync.command(name="conflicts")
@@ -157,7 +168,7 @@ def conflicts_(as_json: bool, ack_id: int | None, ack_all: bool, history: bool) 
             raise UsageError(f"no unacknowledged conflict #{ack_id}")
         click.echo(f"Acknowledged {formatting.plural(count, 'conflict')}.")
         return
-    records = conflicts.list_conflicts(s.conn, include_acknowledged=history)
+    records = conflicts.list_conflicts(s.reader, include_acknowledged=history)
     if as_json:
         click.echo(formatting.conflicts_json(records))
     else:

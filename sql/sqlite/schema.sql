@@ -252,3 +252,8 @@ BEGIN
       AND (OLD.privacy = 'LOCAL_ONLY' OR privacy = 'FULL');
     UPDATE chats SET sync_status = 'Pending' WHERE id = NEW.id AND sync_status <> 'Pending';
 END;
+CREATE TABLE sync_link (
+    id               INTEGER PRIMARY KEY CHECK (id = 1),
+    last_contact_at  TEXT,
+    down_since       TEXT
+);
