@@ -80,7 +80,10 @@ class Session:
         return self.conn
 
     def engine(self) -> SyncEngine:
-        return SyncEngine(self.workspace, self.config)
+        """The engine, announcing on standard error when it waits for the lock."""
+        return SyncEngine(
+            self.workspace, self.config, on_wait=lambda message: click.echo(message, err=True)
+        )
 
 
 def workspace_option(command: F) -> F:
