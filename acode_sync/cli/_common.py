@@ -69,15 +69,19 @@ class Session:
 
     @cached_property
     def conn(self) -> sqlite3.Connection:
-        """A connection for a command that writes."""
+        """A connection for a command that writes (refused on a read-only workspace)."""
         conn = self.workspace.connect()
         self._ctx.call_on_close(conn.close)
         return conn
 
-    @property
+    @cached_property
     def reader(self) -> sqlite3.Connection:
-        """A connection for a command that only reads."""
-        return self.conn
+        """A connection for a command that only reads: works on a read-only workspace."""
+        if "conn" in self.__dict__:
+            return self.conn
+        conn = self.workspace.connect(readonly=True)
+        self._ctx.call_on_close(conn.close)
+        return conn
 
     def engine(self) -> SyncEngine:
         """The engine, announcing on standard error when it waits for the lock."""
