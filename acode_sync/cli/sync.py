@@ -11,7 +11,7 @@ from acode_sync.cli._common import AcodeGroup, session, setup_logging, workspace
 from acode_sync.cli.devserver import dev_server
 from acode_sync.cli.operate import register
 from acode_sync.clock import iso, utcnow
-from acode_sync.config import default_config_text
+from acode_sync.config import add_device_id, default_config_text
 from acode_sync.engine import CycleReport, SyncEngine, is_paused
 from acode_sync.errors import EXIT_SYNC_INCOMPLETE, UsageError
 from acode_sync.link import read as read_link
@@ -41,7 +41,18 @@ def init(remote_url: str | None) -> None:
         config = workspace.config()  # validates an existing file before anything else
         if remote_url and remote_url != config.remote_url:
             click.echo(f"{workspace.config_path} exists: edit remote.url there to change it.")
-        click.echo(f"Config: {workspace.config_path} (kept)")
+        if config.device_id:
+            click.echo(f"Config: {workspace.config_path} (kept)")
+        else:
+            # Without a device id nothing can sync: fill it in, touching nothing else.
+            text = workspace.config_path.read_text(encoding="utf-8")
+            fixed = add_device_id(text, str(ULID()), str(workspace.config_path))
+            try:
+                workspace.config_path.write_text(fixed, encoding="utf-8")
+            except OSError as exc:
+                raise UsageError(f"{workspace.config_path}: cannot write: {exc.strerror}") from None
+            config = workspace.config()
+            click.echo(f"Config: {workspace.config_path} (kept; added the missing sync.device_id)")
     else:
         workspace.config_path.write_text(
             default_config_text(str(ULID()), remote_url), encoding="utf-8"
