@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,3 +257,67 @@ sync:
   retention:
     days: 7
 """
+
+
+def add_device_id(text: str, device_id: str, where: str) -> str:
+    """``text`` with ``sync.device_id`` set to ``device_id``, edited as text.
+
+    PyYAML does not keep comments, so the key is written into the user's file
+    line by line: the null value replaced, or a line added right under
+    ``sync:`` (a ``sync:`` section appended when there is none). Everything
+    else stays byte for byte. The result is parsed again and must mean the
+    same configuration plus the device id; a layout this cannot edit safely
+    (flow style, say) is a ConfigError that says what to add by hand.
+    """
+    document = yaml.safe_load(text)
+    before = parse_config(document, where)
+    lines = text.splitlines(keepends=True)
+    null_key = re.compile(r"^(\s+device_id:)\s*(?:null|~)?\s*(#.*)?$")
+    section = re.compile(r"^sync:\s*(#.*)?$")
+    edited: list[str] | None = None
+    for number, line in enumerate(lines):
+        found = null_key.match(line.rstrip("\r\n"))
+        if found:
+            comment = f"  {found.group(2)}" if found.group(2) else ""
+            edited = [
+                *lines[:number],
+                f"{found.group(1)} {device_id}{comment}\n",
+                *lines[number + 1 :],
+            ]
+            break
+    if edited is None:
+        for number, line in enumerate(lines):
+            if section.match(line.rstrip("\r\n")):
+                indent = _child_indent(lines[number + 1 :])
+                edited = [
+                    *lines[: number + 1],
+                    f"{indent}device_id: {device_id}\n",
+                    *lines[number + 1 :],
+                ]
+                break
+    if edited is None and not (isinstance(document, dict) and "sync" in document):
+        tail = "" if not text or text.endswith("\n") else "\n"
+        edited = [text, tail, f"sync:\n  device_id: {device_id}\n"]
+    try:
+        # A second sync: key would parse (the last one wins): never append one.
+        after = None if edited is None else parse_config(yaml.safe_load("".join(edited)), where)
+    except (yaml.YAMLError, ConfigError):
+        after = None
+    if edited is None or after != SyncConfig(**{**before.__dict__, "device_id": device_id}):
+        raise ConfigError(
+            where,
+            "sync.device_id",
+            f"missing, and this file's layout cannot be edited "
+            f"safely; add 'device_id: {device_id}' under 'sync:' by hand",
+        )
+    return "".join(edited)
+
+
+def _child_indent(lines: list[str]) -> str:
+    """The indentation of the first key under a section (two spaces if none)."""
+    for line in lines:
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            indent = line[: len(line) - len(line.lstrip())]
+            return indent or "  "
+    return "  "

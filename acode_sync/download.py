@@ -19,6 +19,7 @@ from acode_sync import conflicts
 from acode_sync.clock import Clock, iso, parse_iso, utcnow
 from acode_sync.config import SyncConfig
 from acode_sync.errors import CONFLICT_DETECTED
+from acode_sync.link import note_contact
 from acode_sync.remote import pull_page
 from acode_sync.workspace import applying_remote, write
 
@@ -274,10 +275,12 @@ class Puller:
                         rows,
                     )
                     cursor = rows[-1][0]
+                now = iso(self.clock())
                 self.conn.execute(
                     "UPDATE sync_state SET pull_cursor = ?, last_pull_at = ? WHERE id = 1",
-                    (cursor, iso(self.clock())),
+                    (cursor, now),
                 )
+                note_contact(self.conn, now)
             if not rows:
                 caught_up = True
                 break

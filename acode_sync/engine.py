@@ -2,20 +2,24 @@
 
 A cycle holds an exclusive lock on ``.agent/sync.lock`` so that a cron
 ``once``, a user's ``now`` and a running ``run`` never move the same rows at
-the same time; the others wait for it (briefly) instead.
+the same time; the others wait for it (briefly, saying who holds it) instead.
 """
 
 from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import random
+import shlex
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import psycopg
 
@@ -23,13 +27,16 @@ from acode_sync import remote
 from acode_sync.clock import Clock, iso, utcnow
 from acode_sync.config import SyncConfig
 from acode_sync.download import Puller, PullReport
-from acode_sync.errors import LINK, SETUP, ConnectionFailed, SetupError, UsageError
+from acode_sync.errors import LINK, SETUP, ConnectionFailed, SetupError, UsageError, WorkspaceBusy
+from acode_sync.link import note_contact, note_down
 from acode_sync.upload import PushReport, Uploader
 from acode_sync.workspace import Workspace, write
 
 log = logging.getLogger(__name__)
 
 LOCK_WAIT_SECONDS = 30.0
+# Overrides LOCK_WAIT_SECONDS: a cron job may rather give up at once (0).
+LOCK_WAIT_ENV = "ACODE_SYNC_LOCK_WAIT_SECONDS"
 
 Connect = Callable[[str], psycopg.Connection[Any]]
 
@@ -62,8 +69,10 @@ class SyncEngine:
         clock: Clock = utcnow,
         rand: Callable[[], float] = random.random,
         connect: Connect = connect_remote,
+        on_wait: Callable[[str], None] = log.warning,
     ) -> None:
         self.workspace = workspace
+        self.on_wait = on_wait
         self.config = config or workspace.config()
         self.clock = clock
         self.rand = rand
@@ -126,6 +135,8 @@ class SyncEngine:
                         (not report.push.failed, iso(now), error, error, iso(now)),
                     )
                     _set_kind(conn, LINK if link else None)
+                    if link:
+                        note_down(conn, iso(now))
                     prune(conn, now - timedelta(days=self.config.retention.days))
                 return report
         finally:
@@ -141,6 +152,8 @@ class SyncEngine:
         pull: bool,
     ) -> CycleReport:
         with self.connect(url) as pg:
+            with write(conn):
+                note_contact(conn, iso(self.clock()))
             uploader = Uploader(
                 conn,
                 self.config,
@@ -176,23 +189,74 @@ class SyncEngine:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
+        """Hold ``.agent/sync.lock`` (flock: the kernel drops it when the holder
+        dies, so a killed process never leaves it behind). A process that has
+        to wait says at once who holds it; after :data:`LOCK_WAIT_SECONDS` it
+        gives up with :class:`WorkspaceBusy`."""
         path = self.workspace.agent_dir / "sync.lock"
         with path.open("a+") as handle:
-            deadline = time.monotonic() + LOCK_WAIT_SECONDS
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
+            if not _try_lock(handle):
+                holder = _holder(path)
+                wait = lock_wait_seconds()
+                self.on_wait(
+                    f"Waiting up to {wait:g}s for the workspace lock {path}: held by {holder}."
+                )
+                deadline = time.monotonic() + wait
+                while not _try_lock(handle):
                     if time.monotonic() > deadline:
-                        raise UsageError(
-                            f"{path}: another acode-sync holds the workspace lock"
-                        ) from None
+                        raise WorkspaceBusy(
+                            f"workspace busy: {_holder(path)} still holds {path} after "
+                            f"{wait:g}s; nothing was synced, try again when it is done"
+                        )
                     time.sleep(0.1)
+            # Who holds it, for the next one to wait: pid, since, command line.
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n{iso(self.clock())}\n{_command_line()}\n")
+            handle.flush()
             try:
                 yield
             finally:
+                handle.truncate(0)
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def lock_wait_seconds() -> float:
+    """How long to wait for the lock: :data:`LOCK_WAIT_ENV`, else the default."""
+    value = os.environ.get(LOCK_WAIT_ENV)
+    if not value:
+        return LOCK_WAIT_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise UsageError(f"{LOCK_WAIT_ENV}={value!r}: must be a number of seconds") from None
+    if seconds < 0:
+        raise UsageError(f"{LOCK_WAIT_ENV}={value!r}: must not be negative")
+    return seconds
+
+
+def _try_lock(handle: IO[str]) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _holder(path: Path) -> str:
+    """``pid 123 (acode-sync run), since 2026-...`` from the lock file, as far as known."""
+    try:
+        pid, since, command = ([*path.read_text(encoding="utf-8").splitlines(), "", "", ""])[:3]
+    except OSError:
+        pid = since = command = ""
+    if not pid:
+        return "another acode-sync process"  # it has not written its name yet
+    return f"pid {pid} ({command or 'unknown command'}), since {since or 'unknown'}"
+
+
+def _command_line() -> str:
+    argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else ["python"]
+    return shlex.join(argv)
 
 
 def prune(conn: Any, before: datetime) -> tuple[int, int]:
@@ -217,13 +281,17 @@ def is_paused(conn: Any) -> bool:
 
 
 def note_error(conn: Any, message: str, kind: str | None, clock: Clock) -> None:
-    """Record the last failure and its kind (LINK, SETUP, or None: anything else)."""
+    """Record the last failure and its kind (LINK, SETUP, or None: anything else);
+    a link failure also marks the link down (acode_sync.link)."""
+    now = iso(clock())
     with write(conn):
         conn.execute(
             "UPDATE sync_state SET last_error = ?, last_error_at = ? WHERE id = 1",
-            (message, iso(clock())),
+            (message, now),
         )
         _set_kind(conn, kind)
+        if kind == LINK:
+            note_down(conn, now)
 
 
 def _set_kind(conn: Any, kind: str | None) -> None:

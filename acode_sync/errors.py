@@ -15,7 +15,8 @@ one line and an exit code in one place (``AcodeGroup`` in
     └── SyncError                       sync incomplete (exit 1)
         ├── SyncIncomplete              the command already said what failed
         ├── TransientError              worth retrying with backoff
-        │   └── ConnectionFailed        ACODE-SYNC-001
+        │   ├── ConnectionFailed        ACODE-SYNC-001
+        │   └── WorkspaceBusy           ACODE-SYNC-002 (another process holds the lock)
         ├── BatchFailed                 ACODE-SYNC-002
         ├── ConflictDetected            ACODE-SYNC-003
         ├── MaxRetriesExceeded          ACODE-SYNC-004
@@ -143,6 +144,16 @@ class TransientError(SyncError):
 
 class ConnectionFailed(TransientError):
     code = CONNECTION_FAILED
+
+
+class WorkspaceBusy(TransientError):
+    """Another process held the workspace lock for longer than we would wait.
+
+    ACODE-SYNC-002 (batch failed): the batch could not be sent now, for a
+    reason that passes by itself; exit 1 like any incomplete sync, since the
+    command was right and only its timing was not."""
+
+    code = BATCH_FAILED
 
 
 class BatchFailed(SyncError):

@@ -6,16 +6,19 @@ and offline, and the figures survive restarts. One function,
 and the ``run`` loop's scrape endpoint all show that one result, so they can
 never disagree.
 
-Definitions (the outbox row is the unit everywhere):
+Definitions (the outbox row is the unit everywhere). ``pending``, ``waiting``
+and ``failed`` are :mod:`acode_sync.outbox`'s, the same the ``queue`` table
+labels its rows with:
 
 ``pending``
-    rows that will go by themselves: ``Pending``, or ``Failed`` with a retry
-    scheduled (``next_retry_at`` set). This is the queue depth.
+    rows that go with the next cycle (status ``Pending``).
+``waiting``
+    rows that will retry by themselves: ``Failed`` with ``next_retry_at`` set.
 ``failed``
     rows that will not go by themselves: ``Failed`` without ``next_retry_at``
     (rejected by the server, or out of attempts); only ``retry`` re-queues them.
 ``lag_seconds``
-    sync lag: the age of the oldest *pending* row (0 when none). Rows failed for
+    sync lag: the age of the oldest pending or waiting row (0 when none). Rows failed for
     good are left out: they are counted by ``failed``, and would otherwise pin the
     lag at an ever-growing value that says nothing about the queue that moves.
 ``failure_rate``
@@ -28,12 +31,13 @@ Definitions (the outbox row is the unit everywhere):
     ``paused`` when sync is paused (or disabled in the config); ``error`` when
     the last recorded failure is of kind ``setup`` (the remote answers but
     refuses us: password, database, role, grants, schema, or an unusable URL)
-    at or after the last successful contact (the later of ``last_push_at`` and
-    ``last_pull_at``); ``offline`` when no remote is configured, or when the
-    last recorded failure is of kind ``link`` (nobody answers, the connection
-    dropped) at or after the last successful contact; else ``online``. The
-    kind is recorded with the failure (``sync_last_error``), not read back out
-    of the message.
+    at or after the last contact with the server; ``offline`` when no remote is
+    configured, or when the link has failed since the last contact (see
+    :mod:`acode_sync.link`); else ``online``. The kind is recorded with the
+    failure (``sync_last_error``), not read back out of the message.
+``last_contact_at``
+    the last time the server answered (a connection, a batch, a page), even in
+    a cycle that lost its link afterwards: ``status``'s Last Sync.
 ``healthy``
     False when any of: ``failed > 0``; a remote is configured, sync is not
     paused and the lag exceeds :data:`MAX_LAG_SECONDS`; the engine has been
@@ -57,9 +61,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from acode_sync import outbox
 from acode_sync.clock import iso, parse_iso
 from acode_sync.config import SyncConfig
-from acode_sync.errors import LINK, SETUP
+from acode_sync.errors import SETUP
+from acode_sync.link import read as read_link
+from acode_sync.outbox import OPEN, PENDING, WAITING
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +79,7 @@ JSON_KEYS = (
     "mode",
     "paused",
     "pending",
+    "waiting",
     "failed",
     "conflicts",
     "last_push_at",
@@ -83,7 +91,8 @@ JSON_KEYS = (
     "healthy",
 )
 
-_PENDING = "(status = 'Pending' OR (status = 'Failed' AND next_retry_at IS NOT NULL))"
+# What will go by itself, the queue whose age is the lag.
+_MOVING = f"({PENDING} OR {WAITING})"
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,7 @@ class Health:
     mode: str
     paused: bool
     pending: int
+    waiting: int
     failed: int
     conflicts: int
     last_push_at: str | None
@@ -100,6 +110,7 @@ class Health:
     downloaded_today: int
     failure_rate: float
     healthy: bool
+    last_contact_at: str | None = None
     # Why it is not healthy, one phrase each (empty when healthy).
     problems: tuple[str, ...] = ()
     # The last failure when the mode is error or offline (for the status block).
@@ -107,9 +118,8 @@ class Health:
 
     @property
     def last_sync_at(self) -> str | None:
-        """The later of the last push and the last pull."""
-        stamps = [s for s in (self.last_push_at, self.last_pull_at) if s]
-        return max(stamps) if stamps else None
+        """The last contact with the server (``status``'s Last Sync)."""
+        return self.last_contact_at
 
     def as_json(self) -> dict[str, Any]:
         """Exactly the Contract's ``status --json`` keys."""
@@ -117,6 +127,7 @@ class Health:
             "mode": self.mode,
             "paused": self.paused,
             "pending": self.pending,
+            "waiting": self.waiting,
             "failed": self.failed,
             "conflicts": self.conflicts,
             "last_push_at": self.last_push_at,
@@ -145,13 +156,13 @@ def figures(conn: sqlite3.Connection, now: datetime, config: SyncConfig) -> Heal
     ).fetchone()
     paused = bool(state["paused"]) or not config.enabled
     last_push_at, last_pull_at = state["last_push_at"], state["last_pull_at"]
+    queue = outbox.counts(conn)
+    link = read_link(conn)
 
-    pending = _count(conn, f"SELECT count(*) FROM sync_outbox WHERE {_PENDING}")
-    failed = _count(
-        conn, "SELECT count(*) FROM sync_outbox WHERE status = 'Failed' AND next_retry_at IS NULL"
-    )
     conflicts = _count(conn, "SELECT count(*) FROM sync_conflicts WHERE acknowledged_at IS NULL")
-    oldest = conn.execute(f"SELECT min(created_at) FROM sync_outbox WHERE {_PENDING}").fetchone()[0]
+    oldest = conn.execute(
+        f"SELECT min(created_at) FROM sync_outbox WHERE {OPEN} AND {_MOVING}"
+    ).fetchone()[0]
     lag = _age(now, oldest) or 0.0
 
     today = now.astimezone(UTC).date()
@@ -172,19 +183,20 @@ def figures(conn: sqlite3.Connection, now: datetime, config: SyncConfig) -> Heal
         "SELECT count(*) FROM sync_outbox WHERE status = 'Synced' AND synced_at >= ?",
         iso(now - FAILURE_WINDOW),
     )
-    failing = _count(conn, "SELECT count(*) FROM sync_outbox WHERE status = 'Failed'")
+    failing = queue.waiting + queue.failed
     failure_rate = failing / (failing + recent) if failing + recent else 0.0
 
     remote = bool(config.remote_url)
-    contact = max((s for s in (last_push_at, last_pull_at) if s), default=None)
+    contact = link.last_contact_at
     error, error_at = state["last_error"], state["last_error_at"]
     current = bool(error and error_at and (contact is None or error_at >= contact))
     kind = state["kind"] if current else None
+    failed = queue.failed
     if paused:
         mode = "paused"
     elif remote and kind == SETUP:
         mode = "error"
-    elif not remote or kind == LINK:
+    elif not remote or link.down:
         mode = "offline"
     else:
         mode = "online"
@@ -200,12 +212,13 @@ def figures(conn: sqlite3.Connection, now: datetime, config: SyncConfig) -> Heal
         offline_for = _age(now, contact)
         if offline_for is None or offline_for > MAX_OFFLINE_SECONDS:
             since = "never reached" if contact is None else f"unreachable for {offline_for:.0f}s"
-            problems.append(f"remote {since} ({error})")
+            problems.append(f"remote {since} ({link.last_error})")
 
     return Health(
         mode=mode,
         paused=paused,
-        pending=pending,
+        pending=queue.pending,
+        waiting=queue.waiting,
         failed=failed,
         conflicts=conflicts,
         last_push_at=last_push_at,
@@ -215,6 +228,7 @@ def figures(conn: sqlite3.Connection, now: datetime, config: SyncConfig) -> Heal
         downloaded_today=downloaded_today,
         failure_rate=failure_rate,
         healthy=not problems,
+        last_contact_at=contact,
         problems=tuple(problems),
         reason=error if mode in ("error", "offline") and kind else None,
     )
@@ -235,6 +249,11 @@ _GAUGES: tuple[tuple[str, str, Callable[[Health], float]], ...] = (
         "acode_sync_last_push_timestamp_seconds",
         "Unix time of the last push (0: never).",
         lambda h: _timestamp(h.last_push_at),
+    ),
+    (
+        "acode_sync_last_contact_timestamp_seconds",
+        "Unix time the server last answered (0: never).",
+        lambda h: _timestamp(h.last_contact_at),
     ),
     (
         "acode_sync_last_pull_timestamp_seconds",
@@ -266,6 +285,7 @@ def _families(health: Health | None) -> list[Metric]:
     families: list[Metric] = [depth, mode]
     if health is not None:
         depth.add_metric(["pending"], health.pending)
+        depth.add_metric(["waiting"], health.waiting)
         depth.add_metric(["failed"], health.failed)
         for name in MODES:
             mode.add_metric([name], float(health.mode == name))

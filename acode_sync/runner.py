@@ -297,12 +297,14 @@ def requeue_failed(conn: sqlite3.Connection, now: datetime, *, force: bool) -> l
     return [Requeued(kind, ident, tuple(seqs)) for (kind, ident), seqs in grouped.items()]
 
 
-def waiting_for_backoff(conn: sqlite3.Connection) -> int:
-    """Failed rows that will retry by themselves later."""
-    row = conn.execute(
-        "SELECT count(*) FROM sync_outbox WHERE status = 'Failed' AND next_retry_at IS NOT NULL"
-    ).fetchone()
-    return int(row[0])
+def pending_entities(conn: sqlite3.Connection) -> list[Requeued]:
+    """The entities with Pending rows, each with those rows' seqs (for ``retry``'s lines)."""
+    grouped: dict[tuple[str, str], list[int]] = {}
+    for seq, kind, ident in conn.execute(
+        "SELECT seq, entity_type, entity_id FROM sync_outbox WHERE status = 'Pending' ORDER BY seq"
+    ):
+        grouped.setdefault((kind, ident), []).append(seq)
+    return [Requeued(kind, ident, tuple(seqs)) for (kind, ident), seqs in grouped.items()]
 
 
 def outcome(conn: sqlite3.Connection, item: Requeued) -> OutboxRow:

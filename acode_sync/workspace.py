@@ -54,15 +54,28 @@ class Workspace:
     def config(self) -> SyncConfig:
         return load_config(self.config_path)
 
-    def connect(self, *, create: bool = False) -> sqlite3.Connection:
+    def connect(self, *, create: bool = False, readonly: bool = False) -> sqlite3.Connection:
         """Open the database; refuse a missing one unless ``create`` (init does).
 
         A workspace made by an earlier version gets the local migrations it
         lacks here, so an upgrade needs no step before the next command (each
-        file is its own transaction and safe to meet twice)."""
+        file is its own transaction and safe to meet twice).
+
+        ``readonly`` is for commands that only read: on a workspace this
+        process cannot write they open the file read-only instead of failing.
+        A command that writes is refused up front, in one line, on such a
+        workspace (it is read-only, not corrupt)."""
         if not create and not self.db_path.exists():
             raise UsageError(f"{self.db_path}: no workspace database; run 'acode-sync init' first")
         check_sqlite_file(self.db_path)
+        blocker = self.read_only_part()
+        if blocker is not None:
+            if readonly:
+                return connect_read_only(self.db_path)
+            raise UsageError(
+                f"{blocker}: read-only (no write permission), and this command writes to "
+                "the workspace; reading commands (status, queue, chat list) still work"
+            )
         conn = connect(self.db_path)
         if not create:
             try:
@@ -71,6 +84,18 @@ class Workspace:
                 conn.close()
                 raise
         return conn
+
+    def read_only_part(self) -> Path | None:
+        """The first of .agent/ and the database files this process cannot write."""
+        if not self.agent_dir.is_dir():
+            return None  # init creates it; nothing to refuse yet
+        if not os.access(self.agent_dir, os.W_OK):
+            return self.agent_dir
+        for suffix in ("", "-wal", "-shm"):
+            path = self.db_path.with_name(self.db_path.name + suffix)
+            if path.exists() and not os.access(path, os.W_OK):
+                return path
+        return None
 
 
 def find_workspace(explicit: str | os.PathLike[str] | None = None) -> Workspace:
@@ -121,6 +146,33 @@ def connect(path: Path | str, *, synchronous: str = "NORMAL") -> sqlite3.Connect
     # (acode_sync.text), so one bad row never stops a command that meets it.
     conn.text_factory = text.decode
     return conn
+
+
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """Open a database this process cannot write, for reading.
+
+    ``mode=ro`` keeps WAL's locking, so a writer elsewhere (another user's
+    ``run``) is seen consistently; it needs the ``-shm`` file, which SQLite
+    cannot create in a read-only directory. Then ``immutable=1`` is the only
+    way in: it reads the main file without locks or WAL, which is what a
+    directory nobody here can write holds. No ``journal_mode`` pragma: it is
+    a write, and a WAL database stays WAL.
+    """
+    last: sqlite3.Error | None = None
+    for options in ("mode=ro", "mode=ro&immutable=1"):
+        uri = f"{path.resolve().as_uri()}?{options}"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA query_only = ON")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            last = exc
+            continue
+        conn.row_factory = sqlite3.Row
+        return conn
+    raise UsageError(f"{path}: cannot open read-only ({last})")
 
 
 @contextmanager

@@ -132,7 +132,7 @@ COPY_COLUMNS = (
 COPY_TABLE = "bench_copy.messages"
 CLIENT_PHASES = (
     # (label, function name as cProfile records it, file suffix)
-    ("claim due rows (SELECT, OutboxRow)", "claim_due", "upload.py"),
+    ("claim due rows (SELECT, OutboxRow)", "claim_due", "outbox.py"),
     ("privacy re-check", "_prepare", "upload.py"),
     ("JSON of the batch", "_wire_items", "upload.py"),
     ("push_batch: round trip + server", "push_batch", "remote.py"),

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from acode_sync.config import SyncConfig
+from acode_sync.engine import SyncEngine
 from acode_sync.errors import EXIT_SYNC_INCOMPLETE, AcodeSyncError, UsageError
 from acode_sync.text import printable
 from acode_sync.workspace import WORKSPACE_ENV, Workspace, find_workspace
@@ -71,9 +72,25 @@ class Session:
 
     @cached_property
     def conn(self) -> sqlite3.Connection:
+        """A connection for a command that writes (refused on a read-only workspace)."""
         conn = self.workspace.connect()
         self._ctx.call_on_close(conn.close)
         return conn
+
+    @cached_property
+    def reader(self) -> sqlite3.Connection:
+        """A connection for a command that only reads: works on a read-only workspace."""
+        if "conn" in self.__dict__:
+            return self.conn
+        conn = self.workspace.connect(readonly=True)
+        self._ctx.call_on_close(conn.close)
+        return conn
+
+    def engine(self) -> SyncEngine:
+        """The engine, announcing on standard error when it waits for the lock."""
+        return SyncEngine(
+            self.workspace, self.config, on_wait=lambda message: click.echo(message, err=True)
+        )
 
 
 def workspace_option(command: F) -> F:

@@ -48,7 +48,7 @@ def add(chat_id: str, content: str, role: str, privacy: str) -> None:
 @workspace_option
 def list_(include_deleted: bool) -> None:
     """The chats of this workspace."""
-    chats = store.list_chats(session().conn, include_deleted)
+    chats = store.list_chats(session().reader, include_deleted)
     if not chats:
         click.echo("No chats.")
         return
@@ -75,7 +75,7 @@ def list_(include_deleted: bool) -> None:
 @workspace_option
 def show(chat_id: str) -> None:
     """A chat and its messages."""
-    found, messages = store.get_chat(session().conn, chat_id)
+    found, messages = store.get_chat(session().reader, chat_id)
     click.echo(formatting.heading(f'Chat: {printable(found.id)} "{printable(found.title)}"'))
     click.echo(
         f"Privacy: {found.privacy}  Sync: {found.sync_status}  Version: {found.version}"

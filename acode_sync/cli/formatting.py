@@ -12,7 +12,8 @@ from tabulate import tabulate
 
 from acode_sync.clock import parse_iso
 from acode_sync.conflicts import ConflictRecord
-from acode_sync.outbox import OutboxRow
+from acode_sync.link import Link
+from acode_sync.outbox import OutboxRow, QueueCounts, status_label
 from acode_sync.text import printable
 
 RULE = "─" * 36
@@ -33,9 +34,48 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return tabulate(cells, headers=list(headers), tablefmt="plain", disable_numparse=True)
 
 
-def queue_text(rows: Sequence[OutboxRow], *, errors_only: bool) -> str:
-    lines = [heading("Sync Queue"), f"Pending Upload: {plural(len(rows), 'item')}", ""]
+def breakdown(counts: QueueCounts) -> str:
+    """``800 pending, 50 waiting, 3 failed`` (``0 pending`` for an empty queue)."""
+    parts = [f"{counts.pending} pending"]
+    others = ((counts.waiting, "waiting"), (counts.failed, "failed"))
+    parts += [f"{n} {word}" for n, word in others if n]
+    return ", ".join(parts)
+
+
+def link_line(link: Link, now: datetime, open_rows: int) -> str | None:
+    """Why the queue is not moving when the remote is unreachable."""
+    if not link.down:
+        return None
+    return (
+        f"Remote unreachable since {ago(now, link.down_since)} "
+        f"(last tried {ago(now, link.last_error_at)}: {link.last_error}); "
+        f"{plural(open_rows, 'item')} wait for the link."
+    )
+
+
+def queue_text(
+    rows: Sequence[OutboxRow],
+    now: datetime,
+    *,
+    counts: QueueCounts,
+    link: Link,
+    paused: bool,
+    errors_only: bool,
+) -> str:
+    """The manual's queue table; Status uses the words ``status`` counts by."""
+    header = f"Pending Upload: {plural(counts.depth, 'item')}"
+    if counts.waiting or counts.failed:
+        header += f" ({breakdown(counts)})"
+    lines = [heading("Sync Queue"), header, ""]
+    reasons = []
+    if paused and counts.depth:
+        reasons.append("Sync is paused: items wait for 'acode sync resume'.")
+    down = link_line(link, now, counts.depth) if counts.depth else None
+    if down:
+        reasons.append(down)
     if not rows:
+        if reasons:
+            return "\n".join(lines + reasons)
         lines.append("No errors." if errors_only else "Nothing to upload.")
         return "\n".join(lines)
     lines.append(
@@ -44,7 +84,7 @@ def queue_text(rows: Sequence[OutboxRow], *, errors_only: bool) -> str:
             [
                 [
                     f"{row.entity_id} ({TYPE_LABEL[row.entity_type]})",
-                    row.status,
+                    status_label(row, now),
                     str(row.retry_count),
                     row.last_error or "-",
                 ]
@@ -52,12 +92,20 @@ def queue_text(rows: Sequence[OutboxRow], *, errors_only: bool) -> str:
             ],
         )
     )
-    if any(row.status == "Failed" for row in rows):
-        lines += [
-            "",
-            "Failed items will retry with backoff.",
+    footer = list(reasons)
+    states = {row.state for row in rows}
+    if "waiting" in states:
+        footer += [
+            "Waiting items will retry with backoff.",
             "Use 'acode sync retry --force' to retry now.",
         ]
+    if "failed" in states:
+        footer += [
+            "Failed items will not retry by themselves (rejected, or out of attempts).",
+            "Use 'acode sync retry' once the cause is fixed.",
+        ]
+    if footer:
+        lines += ["", *footer]
     return "\n".join(lines)
 
 
@@ -71,7 +119,8 @@ def queue_json(rows: Sequence[OutboxRow]) -> str:
                 "entity_id": row.entity_id,
                 "op": row.op,
                 "base_version": row.base_version,
-                "status": row.status,
+                # The queue's words (Pending, Waiting, Failed): status's figures.
+                "status": STATE_WORD[row.state],
                 "retry_count": row.retry_count,
                 "next_retry_at": row.next_retry_at,
                 "last_error": row.last_error,
@@ -82,6 +131,9 @@ def queue_json(rows: Sequence[OutboxRow]) -> str:
         ],
         indent=2,
     )
+
+
+STATE_WORD = {"pending": "Pending", "waiting": "Waiting", "failed": "Failed"}
 
 
 def ago(now: datetime, stamp: str | None) -> str:

@@ -17,24 +17,29 @@ import click
 from acode_sync.cli import formatting
 from acode_sync.cli._common import session, workspace_option
 from acode_sync.clock import utcnow
-from acode_sync.engine import SyncEngine, is_paused
+from acode_sync.engine import is_paused
 from acode_sync.errors import SyncIncomplete
 from acode_sync.health import Health, figures, metrics_text
+from acode_sync.outbox import QueueCounts
 from acode_sync.outbox import counts as outbox_counts
-from acode_sync.runner import Runner, outcome, requeue_failed, set_paused, waiting_for_backoff
+from acode_sync.runner import Runner, outcome, pending_entities, requeue_failed, set_paused
+from acode_sync.text import printable
 
 
 def status_text(health: Health, now: datetime) -> str:
     """The user manual's status block."""
+    queue = QueueCounts(health.pending, health.waiting, health.failed)
     lines = [
         formatting.heading("Sync Status"),
         f"Mode: {health.mode.capitalize()}",
         *([f"  Why: {health.reason}"] if health.reason else []),
         f"Last Sync: {formatting.ago(now, health.last_sync_at)}",
-        f"Queue: {health.pending} pending",
+        f"Queue: {formatting.breakdown(queue)}",
         "",
         "Local → Remote:",
         f"  Pending: {health.pending}",
+        # Only when there are some, so the manual's block keeps its shape.
+        *([f"  Waiting to retry: {health.waiting}"] if health.waiting else []),
         f"  Synced today: {health.synced_today}",
         f"  Failed: {health.failed}",
         "",
@@ -55,7 +60,7 @@ def status(as_json: bool, check: bool) -> None:
     """Sync mode, queue, and what moved today."""
     s = session()
     now = utcnow()
-    health = figures(s.conn, now, s.config)
+    health = figures(s.reader, now, s.config)
     if as_json:
         click.echo(json.dumps(health.as_json(), indent=2))
     else:
@@ -88,7 +93,7 @@ def resume() -> None:
         click.echo("Sync resumed. No remote configured (sync.remote.url); changes queue locally.")
     else:
         click.echo("Sync resumed. Processing queue...")
-        _report_cycle(SyncEngine(s.workspace, s.config).sync_once(ignore_backoff=True), quiet=False)
+        _report_cycle(s.engine().sync_once(ignore_backoff=True), quiet=False)
 
 
 @click.command()
@@ -98,45 +103,57 @@ def retry(force: bool) -> None:
     """Re-queue failed items and sync them, a ✓/✗ line each.
 
     Retries items rejected by the server or out of attempts, and those whose
-    backoff is over; with --force, every failed item, at once.
+    backoff is over; with --force, every failed item, at once. Pending items
+    go in the same cycle and get their line too.
     """
     s = session()
-    if not outbox_counts(s.conn)["Failed"]:
-        click.echo("No failed items to retry.")
-        return
-    engine = SyncEngine(s.workspace, s.config)
+    engine = s.engine()
     paused = is_paused(s.conn) or not s.config.enabled
-    if not paused:
+    if not paused and outbox_counts(s.conn).depth:
         engine.remote_url()  # refuse before changing anything
+    pending = pending_entities(s.conn)
     items = requeue_failed(s.conn, utcnow(), force=force)
-    waiting = 0 if force else waiting_for_backoff(s.conn)
+    retried = {(item.entity_type, item.entity_id) for item in items}
+    pending = [p for p in pending if (p.entity_type, p.entity_id) not in retried]
+    waiting = 0 if force else outbox_counts(s.conn).waiting
     hint = (
         f"{formatting.plural(waiting, 'item')} still waiting out a backoff; "
         "'acode sync retry --force' retries them now."
     )
-    if not items:
+    if not items and not pending:
         click.echo("No failed items to retry.")
         if waiting:
             click.echo(hint)
         return
-    click.echo(f"Retrying {formatting.plural(len(items), 'failed item')}...")
+    if items and pending:
+        click.echo(
+            f"Retrying {formatting.plural(len(items), 'failed item')} and sending "
+            f"{formatting.plural(len(pending), 'pending item')}..."
+        )
+    elif items:
+        click.echo(f"Retrying {formatting.plural(len(items), 'failed item')}...")
+    else:
+        click.echo(f"No failed items; sending {formatting.plural(len(pending), 'pending item')}...")
     if paused:
         click.echo("Sync is paused: they are queued and go on 'acode sync resume'.")
         return
     engine.sync_once(ignore_backoff=force)
     incomplete = False
-    for item in items:
+    for item in sorted([*items, *pending], key=lambda i: min(i.seqs)):
         row = outcome(s.conn, item)
         if row.status in ("Synced", "Superseded"):
-            click.echo(f"  ✓ {item.entity_id}: synced")
+            click.echo(f"  ✓ {printable(item.entity_id)}: synced")
         elif row.status == "Conflict":
-            click.echo(f"  ! {item.entity_id}: conflict, remote won (see 'acode sync conflicts')")
+            click.echo(
+                f"  ! {printable(item.entity_id)}: conflict, remote won "
+                "(see 'acode sync conflicts')"
+            )
         elif row.status == "Failed":
             incomplete = True
-            click.echo(f"  ✗ {item.entity_id}: still failing ({row.last_error})")
+            click.echo(f"  ✗ {printable(item.entity_id)}: still failing ({row.last_error})")
         else:
             incomplete = True
-            click.echo(f"  … {item.entity_id}: still queued; it goes with the next sync")
+            click.echo(f"  … {printable(item.entity_id)}: still queued; it goes with the next sync")
     if waiting:
         click.echo(hint)
     if incomplete:
@@ -158,7 +175,7 @@ def run(metrics_port: int | None) -> None:
     stops at once.
     """
     s = session()
-    runner = Runner(SyncEngine(s.workspace, s.config), metrics_port=metrics_port)
+    runner = Runner(s.engine(), metrics_port=metrics_port)
     runner.install_signal_handlers()
     code = runner.run(announce=click.echo)
     click.echo("Stopped.")
@@ -171,7 +188,7 @@ def run(metrics_port: int | None) -> None:
 def metrics() -> None:
     """The health figures in Prometheus text format."""
     s = session()
-    click.echo(metrics_text(figures(s.conn, utcnow(), s.config)), nl=False)
+    click.echo(metrics_text(figures(s.reader, utcnow(), s.config)), nl=False)
 
 
 COMMANDS = (status, pause, resume, retry, run, metrics)

@@ -11,9 +11,11 @@ from acode_sync.cli._common import AcodeGroup, session, setup_logging, workspace
 from acode_sync.cli.devserver import dev_server
 from acode_sync.cli.operate import register
 from acode_sync.clock import iso, utcnow
-from acode_sync.config import default_config_text
-from acode_sync.engine import CycleReport, SyncEngine
+from acode_sync.config import add_device_id, default_config_text
+from acode_sync.engine import CycleReport, SyncEngine, is_paused
 from acode_sync.errors import SyncIncomplete, UsageError
+from acode_sync.link import read as read_link
+from acode_sync.outbox import counts as outbox_counts
 from acode_sync.outbox import queue as outbox_queue
 from acode_sync.remote import redact
 from acode_sync.workspace import AGENT_DIR, check_sqlite_file
@@ -39,7 +41,18 @@ def init(remote_url: str | None) -> None:
         config = workspace.config()  # validates an existing file before anything else
         if remote_url and remote_url != config.remote_url:
             click.echo(f"{workspace.config_path} exists: edit remote.url there to change it.")
-        click.echo(f"Config: {workspace.config_path} (kept)")
+        if config.device_id:
+            click.echo(f"Config: {workspace.config_path} (kept)")
+        else:
+            # Without a device id nothing can sync: fill it in, touching nothing else.
+            text = workspace.config_path.read_text(encoding="utf-8")
+            fixed = add_device_id(text, str(ULID()), str(workspace.config_path))
+            try:
+                workspace.config_path.write_text(fixed, encoding="utf-8")
+            except OSError as exc:
+                raise UsageError(f"{workspace.config_path}: cannot write: {exc.strerror}") from None
+            config = workspace.config()
+            click.echo(f"Config: {workspace.config_path} (kept; added the missing sync.device_id)")
     else:
         workspace.config_path.write_text(
             default_config_text(str(ULID()), remote_url), encoding="utf-8"
@@ -115,7 +128,7 @@ def _report_cycle(report: CycleReport, *, quiet: bool) -> None:
 def now() -> None:
     """Sync now: push everything (backoff or not), pull, apply, and report."""
     s = session()
-    _report_cycle(SyncEngine(s.workspace, s.config).sync_once(ignore_backoff=True), quiet=False)
+    _report_cycle(s.engine().sync_once(ignore_backoff=True), quiet=False)
 
 
 @sync.command()
@@ -123,7 +136,7 @@ def now() -> None:
 def once() -> None:
     """One quiet cycle for cron and timers: honours backoff, prints only problems."""
     s = session()
-    _report_cycle(SyncEngine(s.workspace, s.config).sync_once(), quiet=True)
+    _report_cycle(s.engine().sync_once(), quiet=True)
 
 
 @sync.command()
@@ -132,11 +145,20 @@ def once() -> None:
 @workspace_option
 def queue(errors_only: bool, as_json: bool) -> None:
     """The pending and failed upload items."""
-    rows = outbox_queue(session().conn, errors_only=errors_only)
+    s = session()
+    rows = outbox_queue(s.reader, errors_only=errors_only)
     if as_json:
         click.echo(formatting.queue_json(rows))
-    else:
-        click.echo(formatting.queue_text(rows, errors_only=errors_only))
+        return
+    text = formatting.queue_text(
+        rows,
+        utcnow(),
+        counts=outbox_counts(s.reader),
+        link=read_link(s.reader),
+        paused=is_paused(s.reader) or not s.config.enabled,
+        errors_only=errors_only,
+    )
+    click.echo(text)
 
 
 @sync.command(name="conflicts")
@@ -157,7 +179,7 @@ def conflicts_(as_json: bool, ack_id: int | None, ack_all: bool, history: bool) 
             raise UsageError(f"no unacknowledged conflict #{ack_id}")
         click.echo(f"Acknowledged {formatting.plural(count, 'conflict')}.")
         return
-    records = conflicts.list_conflicts(s.conn, include_acknowledged=history)
+    records = conflicts.list_conflicts(s.reader, include_acknowledged=history)
     if as_json:
         click.echo(formatting.conflicts_json(records))
     else:

@@ -256,3 +256,8 @@ CREATE TABLE sync_last_error (
     id    INTEGER PRIMARY KEY CHECK (id = 1),
     kind  TEXT CHECK (kind IN ('link', 'setup'))
 );
+CREATE TABLE sync_link (
+    id               INTEGER PRIMARY KEY CHECK (id = 1),
+    last_contact_at  TEXT,
+    down_since       TEXT
+);

@@ -152,6 +152,7 @@ def test_check_exits_1_when_an_item_failed_or_the_remote_was_never_reached(
     with write(conn):
         conn.execute("DELETE FROM sync_outbox")
         conn.execute("UPDATE sync_state SET last_push_at = NULL, last_pull_at = NULL")
+        conn.execute("UPDATE sync_link SET last_contact_at = NULL, down_since = NULL")
     conn.close()
     assert run_cli(fresh, "now").exit_code == 1  # ACODE-SYNC-001, recorded
     offline = run_cli(fresh, "status", "--json", "--check")

@@ -74,7 +74,7 @@ def test_pending_failed_and_lag(bare_db: sqlite3.Connection) -> None:
     set_row(bare_db, seqs[1], status="Failed", next_retry_at=at(-60), retry_count=2)
     set_row(bare_db, seqs[4], status="Synced", synced_at=at(10))
     health = figures(bare_db, NOW, REMOTE)
-    assert (health.pending, health.failed) == (3, 1)
+    assert (health.pending, health.waiting, health.failed) == (2, 1, 1)
     # The row rejected for good does not pin the lag: the oldest pending is 600 s old.
     assert health.lag_seconds == 600.0
     assert health.failure_rate == pytest.approx(2 / 3)  # 2 Failed rows, 1 synced recently
@@ -128,28 +128,34 @@ def test_today_counts_start_at_utc_midnight(bare_db: sqlite3.Connection) -> None
     assert figures(bare_db, local_now, REMOTE).synced_today == 1
 
 
-def test_offline_is_a_connection_error_after_the_last_contact(bare_db: sqlite3.Connection) -> None:
+def set_link(conn: sqlite3.Connection, **columns: object) -> None:
+    assignments = ", ".join(f"{name} = ?" for name in columns)
+    with write(conn):
+        conn.execute(f"UPDATE sync_link SET {assignments} WHERE id = 1", tuple(columns.values()))
+
+
+def test_offline_is_a_link_failure_since_the_last_contact(bare_db: sqlite3.Connection) -> None:
     error = "ACODE-SYNC-001: cannot connect to postgresql://x@h:1/db: refused"
-    set_state(bare_db, last_push_at=at(300))
-    note(bare_db, error, "link", 5)
+    set_state(bare_db, last_error=error, last_error_at=at(5))
+    set_link(bare_db, last_contact_at=at(300), down_since=at(200))
     health = figures(bare_db, NOW, REMOTE)
     assert (health.mode, health.healthy) == ("offline", True)  # 5 minutes: not yet alarming
-    set_state(bare_db, last_push_at=at(601))
+    assert health.last_sync_at == at(300)
+    set_link(bare_db, last_contact_at=at(601))
     late = figures(bare_db, NOW, REMOTE)
     assert (late.mode, late.healthy) == ("offline", False)
     assert "unreachable for 601s" in late.problems[0]
-    set_state(bare_db, last_pull_at=at(1))  # a later successful pull: the link is back
+    set_link(bare_db, last_contact_at=at(1), down_since=None)  # the server answered again
     assert figures(bare_db, NOW, REMOTE).mode == "online"
-    set_state(bare_db, last_pull_at=None)
-    note(bare_db, "message m: ACODE-SYNC-005: invalid", None, 5)
+    note(bare_db, "message m: ACODE-SYNC-005: invalid", None, 0.5)
     assert figures(bare_db, NOW, REMOTE).mode == "online"  # not a link failure
     # The kind decides, not the code in the text: a refusal at login is 001 too.
-    note(bare_db, "ACODE-SYNC-001: h refused us: password authentication failed", "setup", 5)
+    note(bare_db, "ACODE-SYNC-001: h refused us: password authentication failed", "setup", 0.5)
     assert figures(bare_db, NOW, REMOTE).mode == "error"
 
 
 def test_a_refusal_is_mode_error_and_unhealthy_at_once(bare_db: sqlite3.Connection) -> None:
-    set_state(bare_db, last_push_at=at(60))
+    set_link(bare_db, last_contact_at=at(60))
     refusal = "ACODE-SYNC-002: the remote is not ready for acode-sync: role r is not enrolled"
     note(bare_db, refusal, "setup", 1)
     health = figures(bare_db, NOW, REMOTE)
@@ -159,15 +165,30 @@ def test_a_refusal_is_mode_error_and_unhealthy_at_once(bare_db: sqlite3.Connecti
     assert figures(bare_db, NOW, LOCAL).mode == "offline"  # no remote: nothing refuses us
     set_state(bare_db, paused=1)
     assert figures(bare_db, NOW, REMOTE).mode == "paused"  # a choice comes first
-    set_state(bare_db, paused=0, last_pull_at=at(0))  # a good cycle since: fixed
+    set_state(bare_db, paused=0)
+    set_link(bare_db, last_contact_at=at(0))  # the server answered since: fixed
     assert (figures(bare_db, NOW, REMOTE).mode, figures(bare_db, NOW, REMOTE).healthy) == (
         "online",
         True,
     )
 
 
+def test_last_sync_is_the_last_contact_not_the_last_complete_push(
+    bare_db: sqlite3.Connection,
+) -> None:
+    # A cycle uploaded (contact noted per batch) and then lost its link: no
+    # last_push_at, but the server did answer.
+    set_state(bare_db, last_push_at=None, last_error="ACODE-SYNC-001: connection lost")
+    set_link(bare_db, last_contact_at=at(30), down_since=at(10))
+    health = figures(bare_db, NOW, REMOTE)
+    assert health.last_sync_at == at(30)
+    assert (health.mode, health.healthy) == ("offline", True)
+    assert not any("never reached" in p for p in health.problems)
+
+
 def test_never_reached_and_offline_is_unhealthy(bare_db: sqlite3.Connection) -> None:
     note(bare_db, "ACODE-SYNC-001: cannot connect", "link", 1)
+    set_link(bare_db, down_since=at(1))
     health = figures(bare_db, NOW, REMOTE)
     assert (health.mode, health.healthy) == ("offline", False)
     assert "never reached" in health.problems[0]
