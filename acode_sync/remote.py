@@ -193,8 +193,8 @@ def _setup_problem(conn: psycopg.Connection[Any], exc: psycopg.Error) -> SetupEr
     role, database = conn.info.user, conn.info.dbname
     if isinstance(exc, _UNMIGRATED):
         return SetupError(
-            f"the remote is not ready for acode-sync: database {database} has no "
-            f"acode-sync schema ({first})",
+            f"the remote is not ready for acode-sync: database {database} lacks the "
+            f"acode-sync schema or a migration this version needs ({first})",
             "run 'acode-sync migrate --remote' on it with an admin role",
             code=BATCH_FAILED,
         )

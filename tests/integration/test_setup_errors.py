@@ -73,7 +73,7 @@ CASES = {
         f"login role {NOBODY} does not exist",
     ),
     "unmigrated server": Broken(
-        "has no acode-sync schema",
+        "lacks the acode-sync schema or a migration this version needs",
         "migrate --remote needs an admin role .* it ran as role acode_test_alice",
         code="ACODE-SYNC-002",
     ),
