@@ -31,7 +31,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from acode_sync import devserver, store
-from acode_sync.cli import sync
+from acode_sync.cli import acode, sync
 from acode_sync.engine import connect_remote
 from acode_sync.runner import Runner
 from acode_sync.workspace import write
@@ -219,6 +219,30 @@ def test_a_broken_setup_is_one_line_exit_2_and_mode_error(
     assert re.search(expected.migrate_gist, told), told
     assert "(URL from ACODE_SYNC_REMOTE_URL)" in told
     assert_clean(migrate)
+
+    # Every other command: those that stay local work; resume's cycle says the
+    # same one line as once (run is the loop, tested below).
+    for args, code in (
+        (("queue",), 0),
+        (("queue", "--json"), 0),
+        (("queue", "--errors"), 0),
+        (("conflicts",), 0),
+        (("metrics",), 0),
+        (("pause",), 0),
+        (("resume",), 2),
+    ):
+        result = cli(device, *args)
+        assert result.exit_code == code, (args, result.output)
+        assert_clean(result)
+        if code:
+            assert one_line(result.stderr) == line
+    shown = CliRunner().invoke(
+        acode,
+        ["chat", "list", "--workspace", str(device.workspace.root)],
+        env={"ACODE_SYNC_REMOTE_URL": device.url},
+    )
+    assert shown.exit_code == 0
+    assert_clean(shown)
     conn.close()
 
 
