@@ -13,9 +13,16 @@ ensure_venv() {
     fi
     local stamp="$VENV/.acode-sync-installed"
     if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
-        echo "==> installing acode-sync and its test dependencies"
-        "$VENV/bin/python" -m pip install --quiet --upgrade pip
-        "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test]"
+        # pip and setuptools talk a lot; their output goes to a log shown only
+        # when the install fails.
+        local log="$VENV/install.log"
+        echo "==> installing acode-sync and its test dependencies (log: $log)"
+        if ! { "$VENV/bin/python" -m pip install --upgrade pip \
+               && "$VENV/bin/python" -m pip install -e "$ROOT[test]"; } >"$log" 2>&1; then
+            cat "$log" >&2
+            echo "==> the install failed; the output above is also in $log" >&2
+            exit 1
+        fi
         touch "$stamp"
     fi
     export PATH="$VENV/bin:$PATH"
