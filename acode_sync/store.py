@@ -14,9 +14,9 @@ from ulid import ULID
 
 from acode_sync import text
 from acode_sync.errors import UsageError
+from acode_sync.privacy import LEVELS as PRIVACY_LEVELS
 from acode_sync.workspace import write
 
-PRIVACY_LEVELS = ("FULL", "REDACTED", "LOCAL_ONLY")
 ROLES = ("user", "assistant", "system", "tool")
 NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 

@@ -185,16 +185,3 @@ def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
-
-
-@contextmanager
-def applying_remote(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """A write transaction with the echo guard up: capture triggers stay silent.
-
-    The guard is a column in the one-row ``sync_state`` table, raised inside the
-    transaction and lowered before COMMIT, so no other writer ever sees it up.
-    """
-    with write(conn):
-        conn.execute("UPDATE sync_state SET applying = 1 WHERE id = 1")
-        yield conn
-        conn.execute("UPDATE sync_state SET applying = 0 WHERE id = 1")
