@@ -51,6 +51,7 @@ from acode_sync.errors import (
 )
 from acode_sync.health import Health, build_registry, figures
 from acode_sync.outbox import OutboxRow
+from acode_sync.queries import query
 from acode_sync.workspace import write
 
 log = logging.getLogger(__name__)
@@ -282,15 +283,9 @@ def requeue_failed(conn: sqlite3.Connection, now: datetime, *, force: bool) -> l
     """
     with write(conn):
         rows = conn.execute(
-            "SELECT seq, entity_type, entity_id FROM sync_outbox WHERE status = 'Failed' "
-            "AND (? OR next_retry_at IS NULL OR next_retry_at <= ?) ORDER BY seq",
-            (int(force), iso(now)),
+            query("failed_to_requeue"), {"force": int(force), "now": iso(now)}
         ).fetchall()
-        conn.executemany(
-            "UPDATE sync_outbox SET status = 'Pending', retry_count = 0, next_retry_at = NULL "
-            "WHERE seq = ?",
-            [(row["seq"],) for row in rows],
-        )
+        conn.executemany(query("requeue"), [{"seq": row["seq"]} for row in rows])
     grouped: dict[tuple[str, str], list[int]] = {}
     for row in rows:
         grouped.setdefault((row["entity_type"], row["entity_id"]), []).append(row["seq"])
@@ -310,8 +305,7 @@ def pending_entities(conn: sqlite3.Connection) -> list[Requeued]:
 def outcome(conn: sqlite3.Connection, item: Requeued) -> OutboxRow:
     """The newest outbox row of a re-queued entity: it carries the entity's fate."""
     row = conn.execute(
-        "SELECT * FROM sync_outbox WHERE entity_type = ? AND entity_id = ? "
-        "AND seq >= ? ORDER BY (status = 'Superseded'), seq DESC LIMIT 1",
-        (item.entity_type, item.entity_id, min(item.seqs)),
+        query("requeued_outcome"),
+        {"entity_type": item.entity_type, "entity_id": item.entity_id, "from_seq": min(item.seqs)},
     ).fetchone()
     return OutboxRow(**dict(row))

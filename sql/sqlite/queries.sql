@@ -381,3 +381,62 @@ ON CONFLICT (id) DO UPDATE SET
     sync_status = excluded.sync_status, created_at = excluded.created_at,
     updated_at = excluded.updated_at, deleted_at = excluded.deleted_at
 WHERE excluded.version >= messages.version;
+
+-- ------------------------------------------------------- engine, runner ----
+
+-- name: record_cycle
+-- The end of a cycle: a push that lost its link is not a sync (last_push_at
+-- stays); the first error of the cycle, if any, is the last error.
+UPDATE sync_state SET
+    last_push_at = CASE WHEN :pushed THEN :now ELSE last_push_at END,
+    last_error = :error,
+    last_error_at = CASE WHEN :error IS NULL THEN last_error_at ELSE :now END
+WHERE id = 1;
+
+-- name: prune_outbox
+-- Retention: history rows of the outbox synced before :before.
+DELETE FROM sync_outbox WHERE status IN ('Synced', 'Superseded') AND synced_at < :before;
+
+-- name: prune_inbox
+-- Retention: inbox rows applied (or skipped) before :before.
+DELETE FROM sync_inbox WHERE status IN ('Applied', 'Skipped') AND applied_at < :before;
+
+-- name: failed_to_requeue
+-- What `retry` puts back: failed for good, or out of backoff (every Failed row
+-- with :force).
+SELECT seq, entity_type, entity_id FROM sync_outbox
+WHERE status = 'Failed' AND (:force OR next_retry_at IS NULL OR next_retry_at <= :now)
+ORDER BY seq;
+
+-- name: requeue
+-- Back in the queue with a fresh attempt count; last_error stays until the
+-- outcome is known.
+UPDATE sync_outbox SET status = 'Pending', retry_count = 0, next_retry_at = NULL
+WHERE seq = :seq;
+
+-- name: requeued_outcome
+-- The newest outbox row of a re-queued entity (a Superseded one last): it
+-- carries the entity's fate.
+SELECT * FROM sync_outbox
+WHERE entity_type = :entity_type AND entity_id = :entity_id AND seq >= :from_seq
+ORDER BY (status = 'Superseded'), seq DESC LIMIT 1;
+
+-- name: health_state
+-- What `status` reads of the engine's state and the kind of its last failure.
+SELECT paused, last_push_at, last_pull_at, last_error, last_error_at, kind
+FROM sync_state CROSS JOIN sync_last_error USING (id) WHERE id = 1;
+
+-- ----------------------------------------------------------------- store ----
+
+-- name: list_chats
+-- The chats (deleted ones too with :include_deleted), each with its count of
+-- messages not deleted.
+SELECT c.*, (SELECT count(*) FROM messages m
+             WHERE m.chat_id = c.id AND m.deleted_at IS NULL) AS message_count
+FROM chats c WHERE :include_deleted OR c.deleted_at IS NULL ORDER BY c.created_at, c.id;
+
+-- name: get_chat
+-- One chat with its count of messages not deleted.
+SELECT c.*, (SELECT count(*) FROM messages m
+             WHERE m.chat_id = c.id AND m.deleted_at IS NULL) AS message_count
+FROM chats c WHERE id = :id;
