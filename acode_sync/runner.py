@@ -6,8 +6,9 @@ honours backoff and the pause flag and holds the workspace lock, so ``run``,
 a cron ``once`` and a user's ``now`` can share a workspace. Between cycles it
 waits ``upload.poll_interval_seconds`` on a :class:`threading.Event`: a stop
 request wakes it at once, and a test injects its own event and a short
-interval instead of sleeping. Each cycle pushes and pulls; a separate pull
-cadence (``download.poll_interval_seconds``) is not honoured yet.
+interval instead of sleeping. Each cycle pushes; it pulls too when
+``download.poll_interval_seconds`` have passed since the last good pull
+(:meth:`Runner.cycle`), so the pull keeps its own, slower cadence.
 
 Offline is a state, not a crash: a cycle that cannot reach the remote changes
 nothing locally (see ``upload``), logs one line, and the loop keeps polling;

@@ -122,7 +122,7 @@ class Uploader:
             )
             if not rows:
                 break
-            send = self._isolate_invalid(coalesce(rows).send, report)
+            send = self._isolate_invalid(coalesce(rows), report)
             if not send:
                 continue  # every claimed row was unfit; they are Failed now
             batch = take_batch(
