@@ -62,16 +62,15 @@ def choose_winner(policy: str, local: Side, remote: Side, now: str) -> str:
 def record(
     conn: sqlite3.Connection,
     config: SyncConfig,
-    *,
-    entity_type: str,
-    entity_id: str,
-    detected_by: str,
+    where: tuple[str, str, str],
     winner: str,
     local: Side,
     remote: Side,
     conflicts_dir: Path | None,
 ) -> int:
-    """Keep both sides; write the loser to a file when asked. Returns the conflict id."""
+    """Keep both sides; write the loser to a file when asked. ``where``:
+    (entity_type, entity_id, detected_by). Returns the conflict id."""
+    entity_type, entity_id, detected_by = where
     loser = remote if winner == "local" else local
     path: str | None = None
     if config.conflict.preserve_original and conflicts_dir is not None:
@@ -139,6 +138,27 @@ def remote_side(row: dict[str, Any]) -> Side:
     )
 
 
+def _decide(
+    conn: sqlite3.Connection,
+    config: SyncConfig,
+    where: tuple[str, str, str],
+    local_side: Side,
+    remote: Side,
+    *,
+    withdrawn: bool,
+    now: str,
+    conflicts_dir: Path | None,
+) -> str:
+    """The winner, with both sides recorded. ``where``: (entity_type,
+    entity_id, detected_by). A withdrawal (privacy LOCAL_ONLY on its origin
+    device) is the owner's privacy decision: no policy overrides it."""
+    winner = (
+        "remote" if withdrawn else choose_winner(config.conflict.policy, local_side, remote, now)
+    )
+    record(conn, config, where, winner, local_side, remote, conflicts_dir)
+    return winner
+
+
 def _newest_open(conn: sqlite3.Connection, entity_type: str, entity_id: str) -> Any:
     """The entity's newest open outbox row: it carries the local side."""
     return conn.execute(
@@ -204,21 +224,14 @@ def resolve_push_conflict(
     local_payload = json.loads(newest["payload"]) if newest else json.loads(payload)
     changed_at = newest["changed_at"] if newest else row.changed_at
     local_side = Side(row.base_version, changed_at, device_id, local_payload)
-    # A withdrawal (privacy LOCAL_ONLY on its origin device) is the owner's
-    # privacy decision: it is never overwritten by a policy.
-    if server_row.get("privacy") == "LOCAL_ONLY":
-        winner = "remote"
-    else:
-        winner = choose_winner(config.conflict.policy, local_side, remote, now)
-    record(
+    winner = _decide(
         conn,
         config,
-        entity_type=row.entity_type,
-        entity_id=row.entity_id,
-        detected_by="push",
-        winner=winner,
-        local=local_side,
-        remote=remote,
+        (row.entity_type, row.entity_id, "push"),
+        local_side,
+        remote,
+        withdrawn=server_row.get("privacy") == "LOCAL_ONLY",
+        now=now,
         conflicts_dir=conflicts_dir,
     )
     if winner == "remote":
@@ -264,20 +277,14 @@ def resolve_pull_conflict(
         change["origin_device"] or "",
         json.loads(change["payload"]),
     )
-    # A withdrawal is the owner's privacy decision: it always wins.
-    if change["op"] == "withdraw":
-        winner = "remote"
-    else:
-        winner = choose_winner(config.conflict.policy, local_side, remote, now)
-    record(
+    winner = _decide(
         conn,
         config,
-        entity_type=entity_type,
-        entity_id=entity_id,
-        detected_by="pull",
-        winner=winner,
-        local=local_side,
-        remote=remote,
+        (entity_type, entity_id, "pull"),
+        local_side,
+        remote,
+        withdrawn=change["op"] == "withdraw",
+        now=now,
         conflicts_dir=conflicts_dir,
     )
     if winner == "remote":
