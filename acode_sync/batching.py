@@ -6,28 +6,15 @@ tested on their own:
 * Coalescing sends only an entity's newest row but at the position of its
   *oldest* row, so an entity never reaches the server after something that
   refers to it (a chat created, given messages, then renamed still goes first).
-* Size limits split the queue into batches without ever dropping a row: a row
-  larger than the byte limit travels alone instead of blocking the queue.
+* Size limits cut a batch off the queue's head without ever dropping a row: a
+  row larger than the byte limit travels alone instead of blocking the queue.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from acode_sync.outbox import OutboxRow
-
-
-@dataclass(frozen=True)
-class Coalesced:
-    """Result of :func:`coalesce`.
-
-    ``send`` is in send order; ``superseded`` holds the seqs of older rows made
-    redundant by a newer row of the same entity, in seq order.
-    """
-
-    send: list[OutboxRow]
-    superseded: list[int]
 
 
 def payload_bytes(row: OutboxRow) -> int:
@@ -37,16 +24,17 @@ def payload_bytes(row: OutboxRow) -> int:
     return len(row.payload.encode("utf-8", "surrogatepass"))
 
 
-def coalesce(rows: Sequence[OutboxRow]) -> Coalesced:
+def coalesce(rows: Sequence[OutboxRow]) -> list[OutboxRow]:
     """Keep the newest row per entity, placed where that entity first appeared.
 
-    ``rows`` are due outbox rows in seq order. The newest row carries the full
-    latest state, so older rows of the same entity add nothing but a round trip.
+    ``rows`` are due outbox rows in seq order; the result is in send order.
+    The newest row carries the full latest state, so older rows of the same
+    entity add nothing but a round trip (they are marked Superseded when the
+    newest is acknowledged).
     """
     # Entity key -> index into `slots`, the entity's first position in the input.
     first_slot: dict[tuple[str, str], int] = {}
     slots: list[OutboxRow] = []
-    superseded: list[int] = []
     # Sort defensively: "newest" must mean highest seq even if a caller hands
     # rows over in another order.
     for row in sorted(rows, key=lambda r: r.seq):
@@ -56,9 +44,8 @@ def coalesce(rows: Sequence[OutboxRow]) -> Coalesced:
             first_slot[key] = len(slots)
             slots.append(row)
         else:
-            superseded.append(slots[slot].seq)
             slots[slot] = row
-    return Coalesced(send=slots, superseded=sorted(superseded))
+    return slots
 
 
 def take_batch(rows: Sequence[OutboxRow], batch_size: int, batch_bytes_max: int) -> list[OutboxRow]:
@@ -69,20 +56,6 @@ def take_batch(rows: Sequence[OutboxRow], batch_size: int, batch_bytes_max: int)
     """
     _check_limits(batch_size, batch_bytes_max)
     return list(rows[: _batch_end(rows, 0, batch_size, batch_bytes_max)])
-
-
-def split_batches(
-    rows: Sequence[OutboxRow], batch_size: int, batch_bytes_max: int
-) -> list[list[OutboxRow]]:
-    """Cut all of ``rows`` into consecutive batches, in order, dropping none."""
-    _check_limits(batch_size, batch_bytes_max)
-    batches: list[list[OutboxRow]] = []
-    start = 0
-    while start < len(rows):
-        end = _batch_end(rows, start, batch_size, batch_bytes_max)
-        batches.append(list(rows[start:end]))
-        start = end
-    return batches
 
 
 def _check_limits(batch_size: int, batch_bytes_max: int) -> None:

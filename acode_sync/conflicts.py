@@ -25,10 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from acode_sync.apply import ENTITY_TABLE, apply_row
 from acode_sync.clock import iso, parse_iso
 from acode_sync.config import SyncConfig
 from acode_sync.errors import CONFLICT_DETECTED
 from acode_sync.outbox import OutboxRow
+from acode_sync.queries import query
 from acode_sync.remote import ItemResult
 from acode_sync.workspace import write
 
@@ -60,16 +62,15 @@ def choose_winner(policy: str, local: Side, remote: Side, now: str) -> str:
 def record(
     conn: sqlite3.Connection,
     config: SyncConfig,
-    *,
-    entity_type: str,
-    entity_id: str,
-    detected_by: str,
+    where: tuple[str, str, str],
     winner: str,
     local: Side,
     remote: Side,
     conflicts_dir: Path | None,
 ) -> int:
-    """Keep both sides; write the loser to a file when asked. Returns the conflict id."""
+    """Keep both sides; write the loser to a file when asked. ``where``:
+    (entity_type, entity_id, detected_by). Returns the conflict id."""
+    entity_type, entity_id, detected_by = where
     loser = remote if winner == "local" else local
     path: str | None = None
     if config.conflict.preserve_original and conflicts_dir is not None:
@@ -88,23 +89,21 @@ def record(
         target.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", "utf-8")
         path = str(target)
     cursor = conn.execute(
-        "INSERT INTO sync_conflicts (entity_type, entity_id, detected_by, policy, winner, "
-        "local_version, local_changed_at, local_payload, remote_version, remote_changed_at, "
-        "remote_payload, preserved_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            entity_type,
-            entity_id,
-            detected_by,
-            config.conflict.policy,
-            winner,
-            local.version,
-            local.changed_at,
-            json.dumps(local.payload),
-            remote.version,
-            remote.changed_at,
-            json.dumps(remote.payload),
-            path,
-        ),
+        query("insert_conflict"),
+        {
+            "entity_type": entity_type,
+            "entity_id": entity_id,
+            "detected_by": detected_by,
+            "policy": config.conflict.policy,
+            "winner": winner,
+            "local_version": local.version,
+            "local_changed_at": local.changed_at,
+            "local_payload": json.dumps(local.payload),
+            "remote_version": remote.version,
+            "remote_changed_at": remote.changed_at,
+            "remote_payload": json.dumps(remote.payload),
+            "preserved_path": path,
+        },
     )
     log.warning(
         "%s: conflict detected on %s %s (local v%s, remote v%s): %s wins by %s%s",
@@ -121,7 +120,8 @@ def record(
 
 
 def remote_side(row: dict[str, Any]) -> Side:
-    """The server's row (as returned by push or pull) as one side of a conflict."""
+    """The server's row (as returned by push or pull) as one side of a conflict,
+    its times in the wire shape (UTC, milliseconds)."""
     payload = {
         k: v
         for k, v in row.items()
@@ -138,6 +138,74 @@ def remote_side(row: dict[str, Any]) -> Side:
     )
 
 
+def _decide(
+    conn: sqlite3.Connection,
+    config: SyncConfig,
+    where: tuple[str, str, str],
+    local_side: Side,
+    remote: Side,
+    *,
+    withdrawn: bool,
+    now: str,
+    conflicts_dir: Path | None,
+) -> str:
+    """The winner, with both sides recorded. ``where``: (entity_type,
+    entity_id, detected_by). A withdrawal (privacy LOCAL_ONLY on its origin
+    device) is the owner's privacy decision: no policy overrides it."""
+    winner = (
+        "remote" if withdrawn else choose_winner(config.conflict.policy, local_side, remote, now)
+    )
+    record(conn, config, where, winner, local_side, remote, conflicts_dir)
+    return winner
+
+
+def _newest_open(conn: sqlite3.Connection, entity_type: str, entity_id: str) -> Any:
+    """The entity's newest open outbox row: it carries the local side."""
+    return conn.execute(
+        query("newest_open_outbox_row"), {"entity_type": entity_type, "entity_id": entity_id}
+    ).fetchone()
+
+
+def _remote_wins(
+    conn: sqlite3.Connection,
+    config: SyncConfig,
+    entity_type: str,
+    entity_id: str,
+    remote: Side,
+    now: str,
+    *,
+    from_seq: int = 0,
+) -> None:
+    """This device's open rows of the entity lost (from ``from_seq`` on): they
+    become Conflict history, and the server's row is applied."""
+    conn.execute(
+        query("outbox_lost_conflict"),
+        {
+            "now": now,
+            "error": f"{CONFLICT_DETECTED}: conflict: remote wins ({config.conflict.policy})",
+            "entity_type": entity_type,
+            "entity_id": entity_id,
+            "from_seq": from_seq,
+        },
+    )
+    apply_row(conn, entity_type, entity_id, remote.version, remote.payload, status="Conflict")
+
+
+def _rebase(
+    conn: sqlite3.Connection, entity_type: str, entity_id: str, version: int, after_seq: int = 0
+) -> None:
+    """The entity's open rows after ``after_seq`` now stand on the server's ``version``."""
+    conn.execute(
+        query("rebase_open_outbox_rows"),
+        {
+            "version": version,
+            "entity_type": entity_type,
+            "entity_id": entity_id,
+            "after_seq": after_seq,
+        },
+    )
+
+
 def resolve_push_conflict(
     conn: sqlite3.Connection,
     config: SyncConfig,
@@ -150,70 +218,82 @@ def resolve_push_conflict(
 ) -> str:
     """The server refused ``row`` as a conflict: resolve it by policy, inside the
     caller's write transaction. Returns the winner."""
-    from acode_sync.download import apply_entity  # the apply path is download's
-
     server_row = result.server_row or {}
     remote = remote_side(server_row)
-    newest = conn.execute(
-        "SELECT payload, changed_at FROM sync_outbox WHERE entity_type = ? AND entity_id = ? "
-        "AND status IN ('Pending', 'Failed') ORDER BY seq DESC LIMIT 1",
-        (row.entity_type, row.entity_id),
-    ).fetchone()
-    local_payload = json.loads(newest[0]) if newest else json.loads(payload)
-    local = Side(
-        row.base_version, newest[1] if newest else row.changed_at, device_id, local_payload
-    )
-    # A withdrawal (privacy LOCAL_ONLY on its origin device) is the owner's
-    # privacy decision: it is never overwritten by a policy.
-    if server_row.get("privacy") == "LOCAL_ONLY":
-        winner = "remote"
-    else:
-        winner = choose_winner(config.conflict.policy, local, remote, now)
-    record(
+    newest = _newest_open(conn, row.entity_type, row.entity_id)
+    local_payload = json.loads(newest["payload"]) if newest else json.loads(payload)
+    changed_at = newest["changed_at"] if newest else row.changed_at
+    local_side = Side(row.base_version, changed_at, device_id, local_payload)
+    winner = _decide(
         conn,
         config,
-        entity_type=row.entity_type,
-        entity_id=row.entity_id,
-        detected_by="push",
-        winner=winner,
-        local=local,
-        remote=remote,
+        (row.entity_type, row.entity_id, "push"),
+        local_side,
+        remote,
+        withdrawn=server_row.get("privacy") == "LOCAL_ONLY",
+        now=now,
         conflicts_dir=conflicts_dir,
     )
-    if winner == "local":
-        # Made again on top of the server's version, it goes out on the next batch.
-        conn.execute(
-            "UPDATE sync_outbox SET status = 'Pending', base_version = ?, next_retry_at = NULL, "
-            "last_error = ? WHERE seq = ?",
-            (
-                remote.version,
-                f"{CONFLICT_DETECTED}: conflict: local wins ({config.conflict.policy}); "
-                f"resent on version {remote.version}",
-                row.seq,
-            ),
-        )
-        conn.execute(
-            "UPDATE sync_outbox SET base_version = ? WHERE entity_type = ? AND entity_id = ? "
-            "AND seq > ? AND status IN ('Pending', 'Failed')",
-            (remote.version, row.entity_type, row.entity_id, row.seq),
-        )
+    if winner == "remote":
+        _remote_wins(conn, config, row.entity_type, row.entity_id, remote, now, from_seq=row.seq)
         return winner
+    # Made again on top of the server's version, it goes out on the next batch.
     conn.execute(
-        "UPDATE sync_outbox SET status = 'Conflict', last_error = ?, synced_at = ? "
-        "WHERE entity_type = ? AND entity_id = ? AND seq >= ? "
-        "AND status IN ('Pending', 'Failed')",
-        (
-            f"{CONFLICT_DETECTED}: conflict: remote wins ({config.conflict.policy})",
-            now,
-            row.entity_type,
-            row.entity_id,
-            row.seq,
-        ),
+        query("requeue_on_server_version"),
+        {
+            "version": remote.version,
+            "error": f"{CONFLICT_DETECTED}: conflict: local wins ({config.conflict.policy}); "
+            f"resent on version {remote.version}",
+            "seq": row.seq,
+        },
     )
-    conn.execute("UPDATE sync_state SET applying = 1 WHERE id = 1")
-    apply_entity(conn, row.entity_type, server_row, status="Conflict")
-    conn.execute("UPDATE sync_state SET applying = 0 WHERE id = 1")
+    _rebase(conn, row.entity_type, row.entity_id, remote.version, after_seq=row.seq)
     return winner
+
+
+def resolve_pull_conflict(
+    conn: sqlite3.Connection,
+    config: SyncConfig,
+    device_id: str,
+    change: sqlite3.Row,
+    now: str,
+    conflicts_dir: Path | None = None,
+) -> str:
+    """A pulled change (an inbox row) for an entity with local changes pending:
+    a conflict, unless the remote version is one this device already has.
+    Resolved by policy inside the caller's write transaction; returns the
+    inbox row's new status: ``Skipped`` (no conflict) or ``Conflict``."""
+    entity_type, entity_id = change["entity_type"], change["entity_id"]
+    table = ENTITY_TABLE[entity_type]
+    found = conn.execute(f"SELECT version FROM {table} WHERE id = ?", (entity_id,)).fetchone()
+    local_version = int(found[0]) if found else 0
+    if change["version"] <= local_version:
+        return "Skipped"
+    newest = _newest_open(conn, entity_type, entity_id)
+    local_side = Side(local_version, newest["changed_at"], device_id, json.loads(newest["payload"]))
+    remote = Side(
+        change["version"],
+        change["changed_at"],
+        change["origin_device"] or "",
+        json.loads(change["payload"]),
+    )
+    winner = _decide(
+        conn,
+        config,
+        (entity_type, entity_id, "pull"),
+        local_side,
+        remote,
+        withdrawn=change["op"] == "withdraw",
+        now=now,
+        conflicts_dir=conflicts_dir,
+    )
+    if winner == "remote":
+        _remote_wins(conn, config, entity_type, entity_id, remote, now)
+        return "Conflict"
+    # Keep the local data; its pending change now stands on the remote version.
+    _rebase(conn, entity_type, entity_id, remote.version)
+    conn.execute(f"UPDATE {table} SET version = ? WHERE id = ?", (remote.version, entity_id))
+    return "Conflict"
 
 
 @dataclass(frozen=True)
@@ -257,11 +337,7 @@ def acknowledge(conn: sqlite3.Connection, conflict_id: int | None, now: str) -> 
     Conflict goes back to Synced (or Pending, if it has changes waiting), and
     the outbox rows that lost become history that retention may prune."""
     with write(conn):
-        targets = conn.execute(
-            "SELECT id, entity_type, entity_id FROM sync_conflicts "
-            "WHERE acknowledged_at IS NULL AND (? IS NULL OR id = ?)",
-            (conflict_id, conflict_id),
-        ).fetchall()
+        targets = conn.execute(query("unacknowledged_conflicts"), {"id": conflict_id}).fetchall()
         for row in targets:
             conn.execute(
                 "UPDATE sync_conflicts SET acknowledged_at = ? WHERE id = ?", (now, row["id"])
@@ -271,14 +347,10 @@ def acknowledge(conn: sqlite3.Connection, conflict_id: int | None, now: str) -> 
                 "AND entity_type = ? AND entity_id = ?",
                 (row["entity_type"], row["entity_id"]),
             )
-            table = "chats" if row["entity_type"] == "chat" else "messages"
-            waiting = conn.execute(
-                "SELECT 1 FROM sync_outbox WHERE entity_type = ? AND entity_id = ? "
-                "AND status IN ('Pending', 'Failed') LIMIT 1",
-                (row["entity_type"], row["entity_id"]),
-            ).fetchone()
+            waiting = _newest_open(conn, row["entity_type"], row["entity_id"])
             conn.execute(
-                f"UPDATE {table} SET sync_status = ? WHERE id = ? AND sync_status = 'Conflict'",
+                f"UPDATE {ENTITY_TABLE[row['entity_type']]} SET sync_status = ? "
+                "WHERE id = ? AND sync_status = 'Conflict'",
                 ("Pending" if waiting else "Synced", row["entity_id"]),
             )
     return len(targets)

@@ -29,6 +29,7 @@ from acode_sync.config import SyncConfig
 from acode_sync.download import Puller, PullReport
 from acode_sync.errors import LINK, SETUP, ConnectionFailed, SetupError, UsageError, WorkspaceBusy
 from acode_sync.link import note_contact, note_down
+from acode_sync.queries import query
 from acode_sync.upload import PushReport, Uploader
 from acode_sync.workspace import Workspace, write
 
@@ -127,12 +128,8 @@ class SyncEngine:
                 with write(conn):
                     # A push that lost its link is not a sync: last_push_at stays.
                     conn.execute(
-                        "UPDATE sync_state SET "
-                        "last_push_at = CASE WHEN ? THEN ? ELSE last_push_at END, "
-                        "last_error = ?, "
-                        "last_error_at = CASE WHEN ? IS NULL THEN last_error_at ELSE ? END "
-                        "WHERE id = 1",
-                        (not report.push.failed, iso(now), error, error, iso(now)),
+                        query("record_cycle"),
+                        {"pushed": not report.push.failed, "now": iso(now), "error": error},
                     )
                     _set_kind(conn, LINK if link else None)
                     if link:
@@ -264,14 +261,8 @@ def prune(conn: Any, before: datetime) -> tuple[int, int]:
     go, so the file does not grow with history. Nothing Pending, Failed or
     Conflict is ever pruned."""
     cutoff = iso(before)
-    outbox = conn.execute(
-        "DELETE FROM sync_outbox WHERE status IN ('Synced', 'Superseded') AND synced_at < ?",
-        (cutoff,),
-    ).rowcount
-    inbox = conn.execute(
-        "DELETE FROM sync_inbox WHERE status IN ('Applied', 'Skipped') AND applied_at < ?",
-        (cutoff,),
-    ).rowcount
+    outbox = conn.execute(query("prune_outbox"), {"before": cutoff}).rowcount
+    inbox = conn.execute(query("prune_inbox"), {"before": cutoff}).rowcount
     return int(outbox), int(inbox)
 
 

@@ -16,14 +16,22 @@ one line and an exit code in one place (``AcodeGroup`` in
         ├── SyncIncomplete              the command already said what failed
         ├── TransientError              worth retrying with backoff
         │   ├── ConnectionFailed        ACODE-SYNC-001
-        │   └── WorkspaceBusy           ACODE-SYNC-002 (another process holds the lock)
-        ├── BatchFailed                 ACODE-SYNC-002
-        ├── ConflictDetected            ACODE-SYNC-003
-        ├── MaxRetriesExceeded          ACODE-SYNC-004
+        │   └── WorkspaceBusy           ACODE-SYNC-002 (another process holds the
+        │                               workspace lock, or the database's write lock)
         └── PermanentError              never retried
             └── InvalidPayload          ACODE-SYNC-005
 
-Driver errors (psycopg, sqlite3) are translated at the boundary that meets them.
+The codes -002 (batch failed), -003 (conflict detected), -004 (max retries
+exceeded) and -005 describe items too: the upload path writes them into an
+outbox row's ``last_error`` and the conflict log, where ``queue --errors`` and
+``status`` show them; an item's failure is not an exception of the command.
+
+Driver errors (psycopg, sqlite3) are translated at the boundary that meets them
+(``remote`` for PostgreSQL, ``workspace.write`` for a locked SQLite file); the
+CLI's catch-all for ``sqlite3.Error`` is the last resort. The one exit that is
+no error of this tree: a second stop signal ends ``run`` at once with
+``SystemExit(1)``, which no handler of a cycle may catch.
+
 A :class:`SetupError` is not being offline: waiting does not fix it, a person
 does. ``run`` keeps going but retries it only at the backoff cap, and ``status``
 shows mode ``error``; the kinds recorded for ``status`` are :data:`LINK` and
@@ -147,25 +155,14 @@ class ConnectionFailed(TransientError):
 
 
 class WorkspaceBusy(TransientError):
-    """Another process held the workspace lock for longer than we would wait.
+    """Another process held the workspace lock (or SQLite's write lock) for
+    longer than we would wait.
 
     ACODE-SYNC-002 (batch failed): the batch could not be sent now, for a
     reason that passes by itself; exit 1 like any incomplete sync, since the
     command was right and only its timing was not."""
 
     code = BATCH_FAILED
-
-
-class BatchFailed(SyncError):
-    code = BATCH_FAILED
-
-
-class ConflictDetected(SyncError):
-    code = CONFLICT_DETECTED
-
-
-class MaxRetriesExceeded(SyncError):
-    code = MAX_RETRIES_EXCEEDED
 
 
 class PermanentError(SyncError):

@@ -67,6 +67,7 @@ from acode_sync.config import SyncConfig
 from acode_sync.errors import SETUP
 from acode_sync.link import read as read_link
 from acode_sync.outbox import OPEN, PENDING, WAITING
+from acode_sync.queries import query
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +151,7 @@ def _age(now: datetime, stamp: str | None) -> float | None:
 
 def figures(conn: sqlite3.Connection, now: datetime, config: SyncConfig) -> Health:
     """Compute every health figure from the local database as of ``now``."""
-    state = conn.execute(
-        "SELECT paused, last_push_at, last_pull_at, last_error, last_error_at, kind "
-        "FROM sync_state CROSS JOIN sync_last_error USING (id) WHERE id = 1"
-    ).fetchone()
+    state = conn.execute(query("health_state")).fetchone()
     paused = bool(state["paused"]) or not config.enabled
     last_push_at, last_pull_at = state["last_push_at"], state["last_pull_at"]
     queue = outbox.counts(conn)

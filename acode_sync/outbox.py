@@ -21,15 +21,13 @@ Synced, Superseded and Conflict rows are history, not queue.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 
 from acode_sync.clock import iso, parse_iso
 from acode_sync.errors import CONNECTION_FAILED
-
-# Statuses still owed to the server. Synced and Superseded rows are history.
-OPEN_STATUSES = ("Pending", "Failed")
+from acode_sync.queries import query
 
 PENDING = "status = 'Pending'"
 WAITING = "(status = 'Failed' AND next_retry_at IS NOT NULL)"
@@ -116,6 +114,28 @@ def queue(conn: sqlite3.Connection, *, errors_only: bool = False) -> list[Outbox
 
 
 COLUMNS = ", ".join(f.name for f in fields(OutboxRow))
+
+
+def acknowledge(
+    conn: sqlite3.Connection, acked: Sequence[tuple[int, str, str, int, int]], now: str
+) -> None:
+    """Mark (seq, entity_type, entity_id, base_version, server_version) rows
+    the server acknowledged Synced, set-based, inside the caller's write
+    transaction: their older rows are done, their later rows captured on the
+    same base are rebased (a device never conflicts with itself), and their
+    entities take the server's version."""
+    conn.execute(query("create_acked"))
+    conn.execute("DELETE FROM temp.sync_acked")
+    conn.executemany("INSERT INTO temp.sync_acked VALUES (?, ?, ?, ?, ?)", acked)
+    for statement in (
+        query("ack_synced"),
+        query("ack_supersede_older"),
+        query("ack_rebase_later"),
+        query("ack_chats"),
+        query("ack_messages"),
+    ):
+        conn.execute(statement, {"now": now})
+
 
 # -- claiming rows to send ------------------------------------------------------
 

@@ -6,8 +6,9 @@ honours backoff and the pause flag and holds the workspace lock, so ``run``,
 a cron ``once`` and a user's ``now`` can share a workspace. Between cycles it
 waits ``upload.poll_interval_seconds`` on a :class:`threading.Event`: a stop
 request wakes it at once, and a test injects its own event and a short
-interval instead of sleeping. Each cycle pushes and pulls; a separate pull
-cadence (``download.poll_interval_seconds``) is not honoured yet.
+interval instead of sleeping. Each cycle pushes; it pulls too when
+``download.poll_interval_seconds`` have passed since the last good pull
+(:meth:`Runner.cycle`), so the pull keeps its own, slower cadence.
 
 Offline is a state, not a crash: a cycle that cannot reach the remote changes
 nothing locally (see ``upload``), logs one line, and the loop keeps polling;
@@ -51,6 +52,7 @@ from acode_sync.errors import (
 )
 from acode_sync.health import Health, build_registry, figures
 from acode_sync.outbox import OutboxRow
+from acode_sync.queries import query
 from acode_sync.workspace import write
 
 log = logging.getLogger(__name__)
@@ -282,15 +284,9 @@ def requeue_failed(conn: sqlite3.Connection, now: datetime, *, force: bool) -> l
     """
     with write(conn):
         rows = conn.execute(
-            "SELECT seq, entity_type, entity_id FROM sync_outbox WHERE status = 'Failed' "
-            "AND (? OR next_retry_at IS NULL OR next_retry_at <= ?) ORDER BY seq",
-            (int(force), iso(now)),
+            query("failed_to_requeue"), {"force": int(force), "now": iso(now)}
         ).fetchall()
-        conn.executemany(
-            "UPDATE sync_outbox SET status = 'Pending', retry_count = 0, next_retry_at = NULL "
-            "WHERE seq = ?",
-            [(row["seq"],) for row in rows],
-        )
+        conn.executemany(query("requeue"), [{"seq": row["seq"]} for row in rows])
     grouped: dict[tuple[str, str], list[int]] = {}
     for row in rows:
         grouped.setdefault((row["entity_type"], row["entity_id"]), []).append(row["seq"])
@@ -310,8 +306,7 @@ def pending_entities(conn: sqlite3.Connection) -> list[Requeued]:
 def outcome(conn: sqlite3.Connection, item: Requeued) -> OutboxRow:
     """The newest outbox row of a re-queued entity: it carries the entity's fate."""
     row = conn.execute(
-        "SELECT * FROM sync_outbox WHERE entity_type = ? AND entity_id = ? "
-        "AND seq >= ? ORDER BY (status = 'Superseded'), seq DESC LIMIT 1",
-        (item.entity_type, item.entity_id, min(item.seqs)),
+        query("requeued_outcome"),
+        {"entity_type": item.entity_type, "entity_id": item.entity_id, "from_seq": min(item.seqs)},
     ).fetchone()
     return OutboxRow(**dict(row))

@@ -14,9 +14,10 @@ from ulid import ULID
 
 from acode_sync import text
 from acode_sync.errors import UsageError
+from acode_sync.privacy import LEVELS as PRIVACY_LEVELS
+from acode_sync.queries import query
 from acode_sync.workspace import write
 
-PRIVACY_LEVELS = ("FULL", "REDACTED", "LOCAL_ONLY")
 ROLES = ("user", "assistant", "system", "tool")
 NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 
@@ -131,22 +132,13 @@ def set_privacy(conn: sqlite3.Connection, entity_id: str, privacy: str) -> str:
 
 
 def list_chats(conn: sqlite3.Connection, include_deleted: bool = False) -> list[Chat]:
-    rows = conn.execute(
-        "SELECT c.*, (SELECT count(*) FROM messages m WHERE m.chat_id = c.id "
-        "             AND m.deleted_at IS NULL) AS message_count "
-        "FROM chats c WHERE ? OR c.deleted_at IS NULL ORDER BY c.created_at, c.id",
-        (include_deleted,),
-    ).fetchall()
+    rows = conn.execute(query("list_chats"), {"include_deleted": include_deleted}).fetchall()
     return [Chat(**dict(row)) for row in rows]
 
 
 def get_chat(conn: sqlite3.Connection, chat_id: str) -> tuple[Chat, list[Message]]:
     _check_text(chat_id=chat_id)
-    row = conn.execute(
-        "SELECT c.*, (SELECT count(*) FROM messages m WHERE m.chat_id = c.id "
-        "             AND m.deleted_at IS NULL) AS message_count FROM chats c WHERE id = ?",
-        (chat_id,),
-    ).fetchone()
+    row = conn.execute(query("get_chat"), {"id": chat_id}).fetchone()
     if row is None:
         raise UsageError(f"no chat with id {chat_id}")
     messages = conn.execute(

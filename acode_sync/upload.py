@@ -34,7 +34,8 @@ from typing import Any
 import psycopg
 from ulid import ULID
 
-from acode_sync import conflicts
+from acode_sync import conflicts, outbox, privacy
+from acode_sync.apply import ENTITY_TABLE
 from acode_sync.batching import coalesce, take_batch
 from acode_sync.clock import Clock, iso, utcnow
 from acode_sync.config import SyncConfig
@@ -47,6 +48,7 @@ from acode_sync.errors import (
 )
 from acode_sync.link import note_contact
 from acode_sync.outbox import OutboxRow, claim_due
+from acode_sync.queries import query
 from acode_sync.remote import ItemResult, push_batch
 from acode_sync.retry import RetryPolicy, is_transient
 from acode_sync.text import printable
@@ -120,7 +122,7 @@ class Uploader:
             )
             if not rows:
                 break
-            send = self._isolate_invalid(coalesce(rows).send, report)
+            send = self._isolate_invalid(coalesce(rows), report)
             if not send:
                 continue  # every claimed row was unfit; they are Failed now
             batch = take_batch(
@@ -145,15 +147,10 @@ class Uploader:
                 report.rejected += 1
                 report.errors.append(f"{row.entity_type} {printable(row.entity_id)}: {reason}")
                 # By seq, never by the id: an id that is not UTF-8 cannot be a parameter.
+                self.conn.execute(query("fail_for_good"), {"error": reason, "seq": row.seq})
+                self.conn.execute(query("supersede_older_by_seq"), {"seq": row.seq, "now": now})
                 self.conn.execute(
-                    "UPDATE sync_outbox SET status = 'Failed', next_retry_at = NULL, "
-                    "last_error = ? WHERE seq = ?",
-                    (reason, row.seq),
-                )
-                self.conn.execute(_SUPERSEDE_OLDER_BY_SEQ, {"seq": row.seq, "now": now})
-                table = "chats" if row.entity_type == "chat" else "messages"
-                self.conn.execute(
-                    f"UPDATE {table} SET sync_status = 'Failed' "
+                    f"UPDATE {ENTITY_TABLE[row.entity_type]} SET sync_status = 'Failed' "
                     "WHERE id = (SELECT entity_id FROM sync_outbox WHERE seq = ?)",
                     (row.seq,),
                 )
@@ -195,7 +192,7 @@ class Uploader:
         """Privacy again, as the entity is now: LOCAL_ONLY is withheld, REDACTED stripped."""
         items: list[tuple[OutboxRow, str]] = []
         withheld: list[OutboxRow] = []
-        levels = privacy_levels(self.conn, batch)
+        levels = privacy.levels_now(self.conn, batch)
         for row in batch:
             payload = row.payload
             if row.op == "upsert":
@@ -203,13 +200,7 @@ class Uploader:
                 if level == "LOCAL_ONLY":
                     withheld.append(row)
                     continue
-                if level == "REDACTED":
-                    data = json.loads(payload)
-                    if data.get("content") is not None or data.get("privacy") != "REDACTED":
-                        data["privacy"] = "REDACTED"
-                        if row.entity_type == "message":
-                            data["content"] = None
-                        payload = json.dumps(data)
+                payload = privacy.at_level(row.entity_type, payload, level)
             items.append((row, payload))
         return items, withheld
 
@@ -239,11 +230,7 @@ class Uploader:
         now = iso(self.clock())
         with write(self.conn):
             for row in rows:
-                self.conn.execute(
-                    "UPDATE sync_outbox SET status = 'Superseded', synced_at = ?, payload = NULL, "
-                    "last_error = 'withheld: the entity is LOCAL_ONLY now' WHERE seq = ?",
-                    (now, row.seq),
-                )
+                self.conn.execute(query("withhold"), {"now": now, "seq": row.seq})
                 self._supersede_older(row, now)
 
     def _mark_transient(self, items: Sequence[tuple[OutboxRow, str]], exc: BaseException) -> None:
@@ -261,11 +248,15 @@ class Uploader:
                 # The older rows this one stands for wait with it, so the entity
                 # keeps its place in the queue.
                 self.conn.execute(
-                    "UPDATE sync_outbox SET status = 'Failed', retry_count = ?, "
-                    "next_retry_at = ?, last_error = ? "
-                    "WHERE entity_type = ? AND entity_id = ? AND seq <= ? "
-                    "AND status IN ('Pending', 'Failed')",
-                    (decision.retry_count, next_at, error, row.entity_type, row.entity_id, row.seq),
+                    query("fail_with_backoff"),
+                    {
+                        "retry_count": decision.retry_count,
+                        "next_retry_at": next_at,
+                        "error": error,
+                        "entity_type": row.entity_type,
+                        "entity_id": row.entity_id,
+                        "seq": row.seq,
+                    },
                 )
                 self._set_entity_status(row, "Failed")
 
@@ -324,109 +315,28 @@ class Uploader:
                     if not reason.startswith("ACODE-SYNC-"):
                         reason = f"{INVALID_PAYLOAD}: invalid payload: {reason}"
                     report.errors.append(f"{row.entity_type} {row.entity_id}: {reason}")
-                    self.conn.execute(
-                        "UPDATE sync_outbox SET status = 'Failed', next_retry_at = NULL, "
-                        "last_error = ? WHERE seq = ?",
-                        (reason, row.seq),
-                    )
+                    self.conn.execute(query("fail_for_good"), {"error": reason, "seq": row.seq})
                     self._set_entity_status(row, "Failed")
             if acked:
-                acknowledge(self.conn, acked, now)
+                outbox.acknowledge(self.conn, acked, now)
             note_contact(self.conn, now)
 
     def _supersede_older(self, row: OutboxRow, now: str) -> None:
         self.conn.execute(
-            "UPDATE sync_outbox SET status = 'Superseded', synced_at = ?, payload = NULL "
-            "WHERE entity_type = ? AND entity_id = ? AND seq < ? "
-            "AND status IN ('Pending', 'Failed')",
-            (now, row.entity_type, row.entity_id, row.seq),
+            query("supersede_older"),
+            {
+                "now": now,
+                "entity_type": row.entity_type,
+                "entity_id": row.entity_id,
+                "seq": row.seq,
+            },
         )
 
     def _set_entity_status(self, row: OutboxRow, status: str) -> None:
-        table = "chats" if row.entity_type == "chat" else "messages"
         self.conn.execute(
-            f"UPDATE {table} SET sync_status = ? WHERE id = ?", (status, row.entity_id)
+            f"UPDATE {ENTITY_TABLE[row.entity_type]} SET sync_status = ? WHERE id = ?",
+            (status, row.entity_id),
         )
-
-
-_SUPERSEDE_OLDER_BY_SEQ = (
-    "UPDATE sync_outbox SET status = 'Superseded', synced_at = :now, payload = NULL "
-    "WHERE status IN ('Pending', 'Failed') AND seq < :seq "
-    "AND (entity_type, entity_id) = (SELECT entity_type, entity_id FROM sync_outbox "
-    "WHERE seq = :seq)"
-)
-
-
-def privacy_levels(
-    conn: sqlite3.Connection, rows: Sequence[OutboxRow]
-) -> dict[tuple[str, str], str]:
-    """Each entity's privacy now, in two queries for the whole batch: a
-    message's is the stricter of its own and its chat's."""
-    chats = json.dumps([r.entity_id for r in rows if r.entity_type == "chat"])
-    messages = json.dumps([r.entity_id for r in rows if r.entity_type == "message"])
-    levels = {
-        ("chat", str(entity_id)): str(level)
-        for entity_id, level in conn.execute(
-            "SELECT id, privacy FROM chats WHERE id IN (SELECT value FROM json_each(?))",
-            (chats,),
-        )
-    }
-    for entity_id, own, chat in conn.execute(
-        "SELECT m.id, m.privacy, coalesce(c.privacy, 'FULL') FROM messages m "
-        "LEFT JOIN chats c ON c.id = m.chat_id WHERE m.id IN (SELECT value FROM json_each(?))",
-        (messages,),
-    ):
-        strictest = max((own, chat), key=PRIVACY_RANK.__getitem__)
-        levels[("message", str(entity_id))] = str(strictest)
-    return levels
-
-
-PRIVACY_RANK = {"FULL": 0, "REDACTED": 1, "LOCAL_ONLY": 2}
-
-# Acknowledged rows, set-based: one pass per statement for the whole batch,
-# each driven from the acknowledged rows through the entity index.
-_ACK_TABLE = (
-    "CREATE TEMP TABLE IF NOT EXISTS sync_acked (seq INTEGER PRIMARY KEY, "
-    "entity_type TEXT NOT NULL, entity_id TEXT NOT NULL, base_version INTEGER NOT NULL, "
-    "version INTEGER NOT NULL)"
-)
-_ACK_STATEMENTS = (
-    # Acknowledged: the key, entity and status stay for the retention period,
-    # the payload is not needed any more.
-    "UPDATE sync_outbox SET status = 'Synced', synced_at = :now, last_error = NULL, "
-    "payload = NULL, next_retry_at = NULL WHERE seq IN (SELECT seq FROM temp.sync_acked)",
-    # What an acknowledged row stands for, its entity's older open rows, is done.
-    "UPDATE sync_outbox SET status = 'Superseded', synced_at = :now, payload = NULL WHERE seq IN ("
-    " SELECT o.seq FROM temp.sync_acked a JOIN sync_outbox o"
-    " ON o.entity_id = a.entity_id AND o.status IN ('Pending', 'Failed')"
-    " AND o.seq < a.seq AND o.entity_type = a.entity_type)",
-    # A device never conflicts with itself: its rows captured on the base just
-    # acknowledged are rebased onto the new version.
-    "UPDATE sync_outbox SET base_version = a.version FROM temp.sync_acked a "
-    "WHERE sync_outbox.entity_id = a.entity_id AND sync_outbox.status IN ('Pending', 'Failed') "
-    "AND sync_outbox.entity_type = a.entity_type AND sync_outbox.seq > a.seq "
-    "AND sync_outbox.base_version = a.base_version",
-    *(
-        f"UPDATE {table} SET version = max({table}.version, a.version), sync_status = "
-        "CASE WHEN EXISTS (SELECT 1 FROM sync_outbox o WHERE o.entity_id = a.entity_id "
-        f"AND o.status IN ('Pending', 'Failed') AND o.entity_type = '{kind}') "
-        "THEN 'Pending' ELSE 'Synced' END "
-        f"FROM temp.sync_acked a WHERE a.entity_type = '{kind}' AND {table}.id = a.entity_id"
-        for table, kind in (("chats", "chat"), ("messages", "message"))
-    ),
-)
-
-
-def acknowledge(
-    conn: sqlite3.Connection, acked: Sequence[tuple[int, str, str, int, int]], now: str
-) -> None:
-    """Mark (seq, entity_type, entity_id, base_version, server_version) rows
-    Synced, inside the caller's write transaction."""
-    conn.execute(_ACK_TABLE)
-    conn.execute("DELETE FROM temp.sync_acked")
-    conn.executemany("INSERT INTO temp.sync_acked VALUES (?, ?, ?, ?, ?)", acked)
-    for statement in _ACK_STATEMENTS:
-        conn.execute(statement, {"now": now})
 
 
 def _wire_items(items: Sequence[tuple[OutboxRow, str]]) -> str:

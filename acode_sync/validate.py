@@ -19,6 +19,7 @@ from typing import Any
 from acode_sync import text
 from acode_sync.errors import INVALID_PAYLOAD
 from acode_sync.outbox import OutboxRow
+from acode_sync.queries import query
 
 
 def check_items(
@@ -38,33 +39,10 @@ def check_items(
             reasons[row.seq] = f"{INVALID_PAYLOAD}: invalid payload: {why}"
     unjudged = [row.seq for row in rows if row.seq not in reasons]
     if unjudged:
-        for seq, why in conn.execute(_CHECK_JSON, (json.dumps(unjudged),)):
+        for seq, why in conn.execute(query("check_items_json"), {"seqs": json.dumps(unjudged)}):
             if why is not None:
                 reasons[int(seq)] = f"{INVALID_PAYLOAD}: invalid payload: {why}"
     return reasons
-
-
-# One pass over the batch's rows in SQLite: the payload parses, is an object,
-# carries the row's id, and a message's chat is in this workspace.
-_CHECK_JSON = """
-SELECT o.seq,
-       CASE WHEN NOT json_valid(o.payload) THEN 'payload: not valid JSON'
-            WHEN json_type(o.payload) <> 'object' THEN 'payload: not a JSON object'
-            WHEN json_extract(o.payload, '$.id') IS NOT o.entity_id
-                THEN 'id: the payload''s id ' || quote(json_extract(o.payload, '$.id'))
-                     || ' differs from the item''s ' || quote(o.entity_id)
-            WHEN o.entity_type = 'message' AND o.op = 'upsert'
-                 AND json_type(o.payload, '$.chat_id') IS NOT 'text'
-                THEN 'chat_id: missing'
-            WHEN o.entity_type = 'message' AND o.op = 'upsert'
-                 AND NOT EXISTS (SELECT 1 FROM chats c
-                                 WHERE c.id = json_extract(o.payload, '$.chat_id'))
-                THEN 'chat_id: no chat ' || quote(json_extract(o.payload, '$.chat_id'))
-                     || ' in this workspace'
-       END
-FROM sync_outbox o
-WHERE o.seq IN (SELECT value FROM json_each(?))
-"""
 
 
 def _check_text_and_size(row: OutboxRow, item_bytes_max: int) -> str | None:

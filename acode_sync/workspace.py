@@ -20,7 +20,7 @@ from pathlib import Path
 
 from acode_sync import text
 from acode_sync.config import SyncConfig, load_config
-from acode_sync.errors import UsageError
+from acode_sync.errors import UsageError, WorkspaceBusy
 from acode_sync.migrations import upgrade_local
 
 AGENT_DIR = ".agent"
@@ -177,24 +177,22 @@ def connect_read_only(path: Path) -> sqlite3.Connection:
 
 @contextmanager
 def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on error."""
-    conn.execute("BEGIN IMMEDIATE")
+    """One write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on error.
+
+    Another writer holding the file past ``busy_timeout`` is
+    :class:`WorkspaceBusy` here, where it happens, not a driver error."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc) and "busy" not in str(exc):
+            raise
+        raise WorkspaceBusy(
+            f"workspace busy: another writer held the workspace database for more than "
+            f"{BUSY_TIMEOUT_MS / 1000:g}s ({exc}); nothing was written, try again"
+        ) from None
     try:
         yield conn
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
-
-
-@contextmanager
-def applying_remote(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """A write transaction with the echo guard up: capture triggers stay silent.
-
-    The guard is a column in the one-row ``sync_state`` table, raised inside the
-    transaction and lowered before COMMIT, so no other writer ever sees it up.
-    """
-    with write(conn):
-        conn.execute("UPDATE sync_state SET applying = 1 WHERE id = 1")
-        yield conn
-        conn.execute("UPDATE sync_state SET applying = 0 WHERE id = 1")

@@ -95,6 +95,7 @@ from acode_sync.config import SyncConfig, parse_config
 from acode_sync.download import Puller, PullReport
 from acode_sync.engine import connect_remote
 from acode_sync.migrations import migrate_local
+from acode_sync.queries import query
 from acode_sync.remote import pull_page, push_batch
 from acode_sync.store import new_chat
 from acode_sync.workspace import connect, write
@@ -624,7 +625,7 @@ def detection_step(conn: sqlite3.Connection, device_id: str) -> tuple[int, int]:
     with write(conn):
         start = time.perf_counter_ns()
         # The statement apply_inbox runs, imported so the two cannot drift apart.
-        found = conn.execute(download._CONFLICTING).fetchall()
+        found = conn.execute(query("inbox_conflicting")).fetchall()
         hits = sum(1 for row in found if row["origin_device"] != device_id)
         elapsed = time.perf_counter_ns() - start
     return elapsed, hits

@@ -1,4 +1,9 @@
-"""The command line: ``acode-sync`` and ``acode`` (``acode sync`` = ``acode-sync``)."""
+"""The command line: ``acode-sync`` and ``acode`` (``acode sync`` = ``acode-sync``).
+
+The groups are assembled here, once, from the modules that hold the commands:
+``setup`` (init, migrate), ``cycles`` (now, once, retry, run, pause, resume),
+``reports`` (status, queue, conflicts, metrics), ``devserver`` and ``chat``.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,41 @@ import sys
 
 import click
 
+from acode_sync.cli import cycles, reports, setup
 from acode_sync.cli._common import AcodeGroup, setup_logging
 from acode_sync.cli.chat import chat
-from acode_sync.cli.sync import sync
+from acode_sync.cli.devserver import dev_server
+
+HELP = {"help_option_names": ["-h", "--help"]}
 
 
-@click.group(cls=AcodeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=AcodeGroup, context_settings=HELP)
+@click.option("-v", "--verbose", is_flag=True, help="Log what the engine does.")
+@click.version_option(package_name="acode-sync")
+def sync(verbose: bool) -> None:
+    """acode-sync: carry local conversations to PostgreSQL and back."""
+    setup_logging(verbose)
+
+
+for command in (
+    setup.init,
+    setup.migrate,
+    cycles.now,
+    cycles.once,
+    cycles.retry,
+    cycles.run,
+    cycles.pause,
+    cycles.resume,
+    reports.status,
+    reports.queue,
+    reports.conflicts_,
+    reports.metrics,
+    dev_server,
+):
+    sync.add_command(command)
+
+
+@click.group(cls=AcodeGroup, context_settings=HELP)
 @click.option("-v", "--verbose", is_flag=True, help="Log what the engine does.")
 def acode(verbose: bool) -> None:
     """acode: conversations (chat) and their sync (sync)."""

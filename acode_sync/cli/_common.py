@@ -13,9 +13,10 @@ from typing import Any, TypeVar
 
 import click
 
+from acode_sync.cli import formatting
 from acode_sync.config import SyncConfig
-from acode_sync.engine import SyncEngine
-from acode_sync.errors import EXIT_SYNC_INCOMPLETE, AcodeSyncError, UsageError
+from acode_sync.engine import CycleReport, SyncEngine
+from acode_sync.errors import EXIT_SYNC_INCOMPLETE, AcodeSyncError, SyncIncomplete, UsageError
 from acode_sync.text import printable
 from acode_sync.workspace import WORKSPACE_ENV, Workspace, find_workspace
 
@@ -36,6 +37,14 @@ class AcodeGroup(click.Group):
         except sqlite3.Error as exc:
             click.echo(f"Error: local database: {exc}", err=True)
             ctx.exit(EXIT_SYNC_INCOMPLETE)
+
+
+def report_cycle(report: CycleReport, *, quiet: bool) -> None:
+    """Print a cycle's report; an incomplete cycle ends the command with exit 1."""
+    for line, to_stderr in formatting.cycle_report(report, quiet=quiet):
+        click.echo(line, err=to_stderr)
+    if report.incomplete:
+        raise SyncIncomplete()
 
 
 def setup_logging(verbose: bool) -> None:

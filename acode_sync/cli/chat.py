@@ -9,9 +9,10 @@ import click
 from acode_sync import store
 from acode_sync.cli import formatting
 from acode_sync.cli._common import AcodeGroup, session, workspace_option
+from acode_sync.privacy import LEVELS
 from acode_sync.text import printable
 
-PRIVACY = click.Choice(store.PRIVACY_LEVELS, case_sensitive=False)
+PRIVACY = click.Choice(LEVELS, case_sensitive=False)
 
 
 @click.group(cls=AcodeGroup)

@@ -12,6 +12,8 @@ from tabulate import tabulate
 
 from acode_sync.clock import parse_iso
 from acode_sync.conflicts import ConflictRecord
+from acode_sync.engine import CycleReport
+from acode_sync.health import Health
 from acode_sync.link import Link
 from acode_sync.outbox import OutboxRow, QueueCounts, status_label
 from acode_sync.text import printable
@@ -212,3 +214,65 @@ def conflicts_json(records: Sequence[ConflictRecord]) -> str:
         ],
         indent=2,
     )
+
+
+def status_text(health: Health, now: datetime) -> str:
+    """The user manual's status block."""
+    queue = QueueCounts(health.pending, health.waiting, health.failed)
+    lines = [
+        heading("Sync Status"),
+        f"Mode: {health.mode.capitalize()}",
+        *([f"  Why: {health.reason}"] if health.reason else []),
+        f"Last Sync: {ago(now, health.last_sync_at)}",
+        f"Queue: {breakdown(queue)}",
+        "",
+        "Local → Remote:",
+        f"  Pending: {health.pending}",
+        # Only when there are some, so the manual's block keeps its shape.
+        *([f"  Waiting to retry: {health.waiting}"] if health.waiting else []),
+        f"  Synced today: {health.synced_today}",
+        f"  Failed: {health.failed}",
+        "",
+        "Remote → Local:",
+        f"  Last pull: {ago(now, health.last_pull_at)}",
+        f"  Downloaded today: {health.downloaded_today}",
+    ]
+    if health.conflicts:
+        lines += ["", f"Conflicts: {health.conflicts} (see 'acode sync conflicts')"]
+    return "\n".join(lines)
+
+
+def cycle_report(report: CycleReport, *, quiet: bool) -> list[tuple[str, bool]]:
+    """What ``now``/``once``/``resume`` print of a cycle, in order, each line
+    with whether it goes to standard error. ``quiet`` (``once``): only problems."""
+    lines: list[tuple[str, bool]] = []
+    if report.disabled or report.paused:
+        if not quiet:
+            lines.append(
+                (
+                    "Sync is disabled (sync.enabled: false in .agent/config.yml)."
+                    if report.disabled
+                    else "Sync is paused. Changes queue locally; 'acode sync resume' to resume.",
+                    False,
+                )
+            )
+        return lines
+    push = report.push
+    if not quiet:
+        lines += [
+            ("Syncing...", False),
+            (f"  ↑ Uploaded: {plural(push.uploaded, 'item')}", False),
+            (f"  ↓ Downloaded: {plural(report.pull.applied, 'item')}", False),
+        ]
+        conflicts = push.conflicts + report.pull.conflicts
+        if conflicts:
+            lines.append((f"  ! Conflicts: {conflicts} (see 'acode sync conflicts')", False))
+    lines += [(f"  ✗ {error}", True) for error in push.errors]
+    if report.incomplete:
+        failed = push.failed + push.rejected
+        lines.append(
+            (f"Sync incomplete: {failed} item(s) failed (see 'acode sync queue --errors').", True)
+        )
+    elif not quiet:
+        lines.append(("Sync complete.", False))
+    return lines

@@ -11,7 +11,8 @@ import pytest
 from ulid import ULID
 
 from acode_sync import store
-from acode_sync.workspace import Workspace, applying_remote, write
+from acode_sync.apply import applying_remote
+from acode_sync.workspace import Workspace, write
 
 needs_shell = pytest.mark.skipif(shutil.which("sqlite3") is None, reason="needs sqlite3 shell")
 

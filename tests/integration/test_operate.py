@@ -369,12 +369,7 @@ def test_a_second_signal_stops_at_once(alice: Device) -> None:
     assert stopped.value.code == 1
 
 
-LAUNCH = (
-    "from acode_sync.cli.sync import sync\n"
-    "from acode_sync.cli.operate import register\n"
-    "if 'run' not in sync.commands: register(sync)\n"
-    "sync(prog_name='acode-sync')\n"
-)
+LAUNCH = "from acode_sync.cli import sync\nsync(prog_name='acode-sync')\n"
 
 
 def test_run_command_exits_0_on_sigterm_after_syncing(

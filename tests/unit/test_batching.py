@@ -8,14 +8,22 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from acode_sync.batching import (
-    Coalesced,
-    coalesce,
-    payload_bytes,
-    split_batches,
-    take_batch,
-)
+from acode_sync.batching import coalesce, payload_bytes, take_batch
 from acode_sync.outbox import OutboxRow
+
+
+def split_batches(
+    rows: list[OutboxRow], batch_size: int, batch_bytes_max: int
+) -> list[list[OutboxRow]]:
+    """The batches a drain sends, the way the Uploader cuts them: a batch off
+    the head of what is left, again and again."""
+    batches = []
+    while True:
+        batch = take_batch(rows, batch_size, batch_bytes_max)
+        if not batch:
+            return batches
+        batches.append(batch)
+        rows = rows[len(batch) :]
 
 
 def row(
@@ -102,8 +110,8 @@ def test_coalesce_sends_newest_payload_at_oldest_position() -> None:
         row(3, '{"title": "renamed"}', "chat", "c1"),
     ]
     result = coalesce(rows)
-    assert result == Coalesced(send=[rows[2], rows[1]], superseded=[1])
-    assert result.send[0].payload == '{"title": "renamed"}'
+    assert result == [rows[2], rows[1]]
+    assert result[0].payload == '{"title": "renamed"}'
 
 
 def test_coalesce_several_entities_and_repeats() -> None:
@@ -115,20 +123,16 @@ def test_coalesce_several_entities_and_repeats() -> None:
         row(5, entity_type="message", entity_id="m1"),
         row(6, entity_type="chat", entity_id="c1"),
     ]
-    result = coalesce(rows)
-    assert seqs(result.send) == [6, 2, 5]
-    assert result.superseded == [1, 3, 4]
+    assert seqs(coalesce(rows)) == [6, 2, 5]
 
 
 def test_coalesce_distinguishes_entity_type_with_same_id() -> None:
     rows = [row(1, entity_type="chat", entity_id="x"), row(2, entity_type="message", entity_id="x")]
-    result = coalesce(rows)
-    assert seqs(result.send) == [1, 2]
-    assert result.superseded == []
+    assert seqs(coalesce(rows)) == [1, 2]
 
 
 def test_coalesce_of_nothing_is_nothing() -> None:
-    assert coalesce([]) == Coalesced(send=[], superseded=[])
+    assert coalesce([]) == []
 
 
 payloads = st.text(alphabet=st.characters(codec="utf-8"), max_size=40)

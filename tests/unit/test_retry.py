@@ -174,7 +174,7 @@ def test_permanent_failures(exc: BaseException) -> None:
 
 @pytest.mark.parametrize(
     "exc",
-    [RuntimeError("bug"), KeyError("x"), psycopg.InternalError(), errors.BatchFailed("?")],
+    [RuntimeError("bug"), KeyError("x"), psycopg.InternalError(), errors.SyncError("?")],
     ids=lambda e: type(e).__name__,
 )
 def test_unknown_failures_are_retried(exc: BaseException) -> None:

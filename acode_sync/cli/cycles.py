@@ -1,74 +1,39 @@
-"""Operating sync from the command line: status, pause/resume, retry, run, metrics.
+"""The commands that move data: ``now``, ``once``, ``retry``, ``run``, and
+``pause``/``resume``.
 
-Kept apart from ``cli/sync.py`` (setup and one-shot cycles) so each file stays
-small; :func:`register` adds these commands to the ``acode-sync`` group. The
-commands are thin: the figures come from ``acode_sync.health``, the loop and
-the re-queue from ``acode_sync.runner``; errors are turned into messages and
-exit codes by ``AcodeGroup``, in one place.
+They are thin: the cycle is ``SyncEngine.sync_once``, the loop and the
+re-queue ``acode_sync.runner``; the report's text is ``formatting``'s, and
+errors become messages and exit codes in ``AcodeGroup``, in one place.
 """
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
-
 import click
 
 from acode_sync.cli import formatting
-from acode_sync.cli._common import session, workspace_option
+from acode_sync.cli._common import report_cycle, session, workspace_option
 from acode_sync.clock import utcnow
 from acode_sync.engine import is_paused
 from acode_sync.errors import SyncIncomplete
-from acode_sync.health import Health, figures, metrics_text
-from acode_sync.outbox import QueueCounts
 from acode_sync.outbox import counts as outbox_counts
 from acode_sync.runner import Runner, outcome, pending_entities, requeue_failed, set_paused
 from acode_sync.text import printable
 
 
-def status_text(health: Health, now: datetime) -> str:
-    """The user manual's status block."""
-    queue = QueueCounts(health.pending, health.waiting, health.failed)
-    lines = [
-        formatting.heading("Sync Status"),
-        f"Mode: {health.mode.capitalize()}",
-        *([f"  Why: {health.reason}"] if health.reason else []),
-        f"Last Sync: {formatting.ago(now, health.last_sync_at)}",
-        f"Queue: {formatting.breakdown(queue)}",
-        "",
-        "Local → Remote:",
-        f"  Pending: {health.pending}",
-        # Only when there are some, so the manual's block keeps its shape.
-        *([f"  Waiting to retry: {health.waiting}"] if health.waiting else []),
-        f"  Synced today: {health.synced_today}",
-        f"  Failed: {health.failed}",
-        "",
-        "Remote → Local:",
-        f"  Last pull: {formatting.ago(now, health.last_pull_at)}",
-        f"  Downloaded today: {health.downloaded_today}",
-    ]
-    if health.conflicts:
-        lines += ["", f"Conflicts: {health.conflicts} (see 'acode sync conflicts')"]
-    return "\n".join(lines)
+@click.command()
+@workspace_option
+def now() -> None:
+    """Sync now: push everything (backoff or not), pull, apply, and report."""
+    s = session()
+    report_cycle(s.engine().sync_once(ignore_backoff=True), quiet=False)
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--check", is_flag=True, help="Exit 1 when sync is unhealthy (for monitoring).")
 @workspace_option
-def status(as_json: bool, check: bool) -> None:
-    """Sync mode, queue, and what moved today."""
+def once() -> None:
+    """One quiet cycle for cron and timers: honours backoff, prints only problems."""
     s = session()
-    now = utcnow()
-    health = figures(s.reader, now, s.config)
-    if as_json:
-        click.echo(json.dumps(health.as_json(), indent=2))
-    else:
-        click.echo(status_text(health, now))
-    if check and not health.healthy:
-        for problem in health.problems:
-            click.echo(f"Unhealthy: {problem}", err=True)
-        raise SyncIncomplete("unhealthy")
+    report_cycle(s.engine().sync_once(), quiet=True)
 
 
 @click.command()
@@ -83,8 +48,6 @@ def pause() -> None:
 @workspace_option
 def resume() -> None:
     """Resume sync and process the queue now."""
-    from acode_sync.cli.sync import _report_cycle  # sync.py registers us: import late
-
     s = session()
     set_paused(s.conn, False)
     if not s.config.enabled:
@@ -93,7 +56,7 @@ def resume() -> None:
         click.echo("Sync resumed. No remote configured (sync.remote.url); changes queue locally.")
     else:
         click.echo("Sync resumed. Processing queue...")
-        _report_cycle(s.engine().sync_once(ignore_backoff=True), quiet=False)
+        report_cycle(s.engine().sync_once(ignore_backoff=True), quiet=False)
 
 
 @click.command()
@@ -181,20 +144,3 @@ def run(metrics_port: int | None) -> None:
     click.echo("Stopped.")
     if code:
         raise SyncIncomplete(f"run ended with {code}")
-
-
-@click.command()
-@workspace_option
-def metrics() -> None:
-    """The health figures in Prometheus text format."""
-    s = session()
-    click.echo(metrics_text(figures(s.reader, utcnow(), s.config)), nl=False)
-
-
-COMMANDS = (status, pause, resume, retry, run, metrics)
-
-
-def register(group: click.Group) -> None:
-    """Add the operating commands to ``group`` (the ``acode-sync`` group)."""
-    for command in COMMANDS:
-        group.add_command(command)
