@@ -124,15 +124,20 @@ def applied_remote(conn: psycopg.Connection[Any]) -> set[str]:
 
 def _recorded_remote(conn: psycopg.Connection[Any]) -> dict[str, str | None]:
     """name -> sha256 of the migrations the server records (None: unknown)."""
-    row = conn.execute(
-        "SELECT to_regclass('acode_sync.migrations') IS NOT NULL, EXISTS (SELECT 1 FROM "
-        "pg_attribute WHERE attrelid = to_regclass('acode_sync.migrations') "
-        "AND attname = 'sha256' AND NOT attisdropped)"
-    ).fetchone()
+    row = conn.execute("SELECT to_regclass('acode_sync.migrations') IS NOT NULL").fetchone()
     if not row or not row[0]:
         return {}
-    column = "sha256" if row[1] else "NULL::text"
+    column = "sha256" if _keeps_checksums(conn) else "NULL::text"
     return dict(conn.execute(f"SELECT name, {column} FROM acode_sync.migrations").fetchall())
+
+
+def _keeps_checksums(conn: psycopg.Connection[Any]) -> bool:
+    """Whether acode_sync.migrations has its sha256 column (server 0004)."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attname = 'sha256' "
+        "AND attrelid = to_regclass('acode_sync.migrations') AND NOT attisdropped)"
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def migrate_remote(conninfo: str, *, setting: str | None = None) -> list[str]:
@@ -161,7 +166,7 @@ def _migrate_remote(conninfo: str) -> list[str]:
                 # protocol, so its BEGIN ... COMMIT and many statements go as one.
                 conn.execute(migration.sql.encode())
                 ran.append(migration.name)
-            if ran:  # the column comes with 0004, so it is there once all have run
+            if ran and _keeps_checksums(conn):
                 sums = {m.name: m.sha256 for m in shipped("postgres")}
                 with conn.transaction():
                     conn.cursor().executemany(
