@@ -11,6 +11,7 @@ one line and an exit code in one place (``AcodeGroup`` in
     │       │                           database, role, grants, schema, URL (exit 2;
     │       │                           ACODE-SYNC-001 at login, -002 at push/pull)
     │       └── NeedsAdmin              migrate --remote run as a role without the rights
+    ├── MigrationChanged                a recorded migration's shipped file changed (exit 2)
     ├── NotRunning                      dev-server url: no server there (exit 1)
     └── SyncError                       sync incomplete (exit 1)
         ├── SyncIncomplete              the command already said what failed
@@ -122,6 +123,21 @@ class NeedsAdmin(SetupError):
     """``migrate --remote`` met a role that may not create the server schema."""
 
     code = None
+
+
+class MigrationChanged(AcodeSyncError):
+    """A migration recorded as applied (with its checksum) ships as a different
+    file now. Released migrations are never edited, so this installation and the
+    database disagree about what the schema is: nothing is applied."""
+
+    def __init__(self, side: str, name: str, recorded: str, shipped: str) -> None:
+        super().__init__(
+            f"{side} migration {name} was applied from a file with sha256 {recorded[:12]}, "
+            f"but this acode-sync ships it with sha256 {shipped[:12]}; released migrations "
+            "are never edited: use the acode-sync release that applied it"
+        )
+        self.side = side
+        self.name = name
 
 
 class NotRunning(AcodeSyncError):

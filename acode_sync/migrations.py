@@ -4,11 +4,20 @@ Migrations are numbered files in ``sql/sqlite`` (local) and ``sql/postgres``
 (server), read through importlib.resources. Each file records itself in its
 side's migrations table, so applying one by hand (``sqlite3 ... < FILE``,
 ``psql -f FILE``) and applying it here are the same thing.
+
+Released migrations are frozen (tests/migration/test_frozen_migrations.py pins
+their checksums). The runner records the sha256 of each file it applies
+(``acode_sync.migrations.sha256``, server 0004; ``sync_migration_checksums``,
+local 0005) and, before applying anything, refuses with
+:class:`MigrationChanged` a recorded migration whose shipped file differs. A
+migration applied by hand, or before the checksums were kept, has none:
+unknown, accepted.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import sqlite3
 from dataclasses import dataclass
 from importlib import resources
@@ -18,15 +27,17 @@ import psycopg
 import sqlite_utils
 
 from acode_sync import remote
-from acode_sync.errors import NeedsAdmin, SetupError
+from acode_sync.errors import MigrationChanged, NeedsAdmin, SetupError
 
 LOCAL_TABLE = "sync_migrations"
+LOCAL_CHECKSUMS = "sync_migration_checksums"
 
 
 @dataclass(frozen=True)
 class Migration:
     name: str
     sql: str
+    sha256: str  # of the file's bytes
 
 
 def shipped(side: str) -> list[Migration]:
@@ -38,11 +49,12 @@ def shipped(side: str) -> list[Migration]:
 def _shipped(side: str) -> tuple[Migration, ...]:
     # Read once per process: every open of a workspace checks what is pending.
     folder = resources.files("acode_sync.sql").joinpath(side)
-    found = [
-        Migration(entry.name.removesuffix(".sql"), entry.read_text(encoding="utf-8"))
-        for entry in folder.iterdir()
-        if entry.name.endswith(".sql") and entry.name[:4].isdigit()
-    ]
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql") and entry.name[:4].isdigit():
+            data = entry.read_bytes()
+            name = entry.name.removesuffix(".sql")
+            found.append(Migration(name, data.decode("utf-8"), hashlib.sha256(data).hexdigest()))
     return tuple(sorted(found, key=lambda migration: migration.name))
 
 
@@ -71,6 +83,9 @@ def upgrade_local(conn: sqlite3.Connection) -> list[str]:
 
 
 def _apply_local(conn: sqlite3.Connection, done: set[str]) -> list[str]:
+    tables = set(sqlite_utils.Database(conn).table_names())
+    if LOCAL_CHECKSUMS in tables:
+        refuse_changed("local", dict(conn.execute(f"SELECT name, sha256 FROM {LOCAL_CHECKSUMS}")))
     ran = []
     for migration in shipped("sqlite"):
         if migration.name in done:
@@ -78,7 +93,24 @@ def _apply_local(conn: sqlite3.Connection, done: set[str]) -> list[str]:
         # Each file is its own BEGIN IMMEDIATE ... COMMIT and records itself.
         conn.executescript(migration.sql)
         ran.append(migration.name)
+    if ran:
+        sums = {m.name: m.sha256 for m in shipped("sqlite")}
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            f"INSERT OR IGNORE INTO {LOCAL_CHECKSUMS} (name, sha256) VALUES (?, ?)",
+            [(name, sums[name]) for name in ran],
+        )
+        conn.execute("COMMIT")
     return ran
+
+
+def refuse_changed(side: str, recorded: dict[str, str | None]) -> None:
+    """Raise MigrationChanged for the first recorded checksum that differs from
+    the shipped file's (``recorded``: name -> sha256, None when unknown)."""
+    for migration in shipped("sqlite" if side == "local" else "postgres"):
+        known = recorded.get(migration.name)
+        if known is not None and known != migration.sha256:
+            raise MigrationChanged(side, migration.name, known, migration.sha256)
 
 
 def pending_local(conn: sqlite3.Connection) -> list[str]:
@@ -87,10 +119,25 @@ def pending_local(conn: sqlite3.Connection) -> list[str]:
 
 
 def applied_remote(conn: psycopg.Connection[Any]) -> set[str]:
+    return set(_recorded_remote(conn))
+
+
+def _recorded_remote(conn: psycopg.Connection[Any]) -> dict[str, str | None]:
+    """name -> sha256 of the migrations the server records (None: unknown)."""
     row = conn.execute("SELECT to_regclass('acode_sync.migrations') IS NOT NULL").fetchone()
     if not row or not row[0]:
-        return set()
-    return {name for (name,) in conn.execute("SELECT name FROM acode_sync.migrations")}
+        return {}
+    column = "sha256" if _keeps_checksums(conn) else "NULL::text"
+    return dict(conn.execute(f"SELECT name, {column} FROM acode_sync.migrations").fetchall())
+
+
+def _keeps_checksums(conn: psycopg.Connection[Any]) -> bool:
+    """Whether acode_sync.migrations has its sha256 column (server 0004)."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attname = 'sha256' "
+        "AND attrelid = to_regclass('acode_sync.migrations') AND NOT attisdropped)"
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def migrate_remote(conninfo: str, *, setting: str | None = None) -> list[str]:
@@ -110,14 +157,22 @@ def _migrate_remote(conninfo: str) -> list[str]:
     ran = []
     with remote.connect(conninfo, autocommit=True) as conn:
         try:
-            done = applied_remote(conn)
+            recorded = _recorded_remote(conn)
+            refuse_changed("server", recorded)
             for migration in shipped("postgres"):
-                if migration.name in done:
+                if migration.name in recorded:
                     continue
                 # No parameters: psycopg sends the file with the simple query
                 # protocol, so its BEGIN ... COMMIT and many statements go as one.
                 conn.execute(migration.sql.encode())
                 ran.append(migration.name)
+            if ran and _keeps_checksums(conn):
+                sums = {m.name: m.sha256 for m in shipped("postgres")}
+                with conn.transaction():
+                    conn.cursor().executemany(
+                        "UPDATE acode_sync.migrations SET sha256 = %s WHERE name = %s",
+                        [(sums[name], name) for name in ran],
+                    )
         except psycopg.errors.InsufficientPrivilege as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else "permission denied"
             raise NeedsAdmin(

@@ -5,6 +5,10 @@ CREATE TABLE sync_migrations (
     name        TEXT PRIMARY KEY,
     applied_at  TEXT NOT NULL
 );
+CREATE TABLE sync_migration_checksums (
+    name    TEXT PRIMARY KEY NOT NULL,
+    sha256  TEXT NOT NULL
+);
 CREATE TABLE sync_state (
     id            INTEGER PRIMARY KEY CHECK (id = 1),
     applying      INTEGER NOT NULL DEFAULT 0 CHECK (applying IN (0, 1)),

@@ -10,7 +10,7 @@ purpose:
   a row the same device wrote last is applied, where 0001 called it a conflict.
 
 This test holds the rewrite to exactly that: two databases, one at 0001 and
-one fully migrated, get the same batches (each from one of two devices) from
+one at 0002, get the same batches (each from one of two devices) from
 the same device role; the answers and the whole server state must be equal,
 and where they part, the first difference must be one of those two changes.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,8 +56,8 @@ def _url(dbname: str, user: str | None = None) -> str:
 
 @dataclass
 class Pair:
-    reference: psycopg.Connection[Any]  # at 0001
-    current: psycopg.Connection[Any]  # every shipped migration
+    reference: psycopg.Connection[Any]  # at the earlier migration
+    current: psycopg.Connection[Any]  # at the later migration
     admin_urls: tuple[str, str]
 
     def reset(self) -> None:
@@ -75,16 +76,17 @@ class Pair:
         return found[0], found[1]
 
 
-@pytest.fixture(scope="module")
-def pair(device_roles: tuple[str, ...]) -> Iterator[Pair]:
+@contextmanager
+def pair_at(reference_upto: str, current_upto: str) -> Iterator[Pair]:
+    """Two scratch databases, migrated up to (and including) the two names."""
     names = [f"acode_sync_push_ref_{id(object())}", f"acode_sync_push_cur_{id(object())}"]
     migrations = shipped("postgres")
-    assert migrations[0].name == "0001_server_schema" and len(migrations) >= 2
+    order = [m.name for m in migrations]
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        for name, upto in zip(names, (1, len(migrations)), strict=True):
+        for name, upto in zip(names, (reference_upto, current_upto), strict=True):
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
             with psycopg.connect(_url(name), autocommit=True) as conn:
-                for migration in migrations[:upto]:
+                for migration in migrations[: order.index(upto) + 1]:
                     conn.execute(migration.sql.encode())
     try:
         with (
@@ -98,6 +100,14 @@ def pair(device_roles: tuple[str, ...]) -> Iterator[Pair]:
                 admin.execute(
                     sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
                 )
+
+
+@pytest.fixture(scope="module")
+def pair(device_roles: tuple[str, ...]) -> Iterator[Pair]:
+    # 0004 rewrote push() again and changed the shape of server_row: it has
+    # its own differential test against 0002 (test_push_0004_against_0002).
+    with pair_at("0001_server_schema", "0002_withdrawn_chat_messages") as found:
+        yield found
 
 
 @dataclass

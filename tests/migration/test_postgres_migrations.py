@@ -4,58 +4,90 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from acode_sync.migrations import migrate_remote, shipped
-from tests.fix_pg import ADMIN_URL
+from acode_sync.migrations import canonical_schema, migrate_remote, shipped
 
-
-@pytest.fixture
-def empty_db() -> Iterator[str]:
-    name = f"acode_sync_migration_{id(object())}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    params = conninfo_to_dict(ADMIN_URL)
-    params["dbname"] = name
-    yield make_conninfo(**params)
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+# Everything a migration can make or change in schema acode_sync, each as
+# (name, query); every query is ordered, so two equal schemas give equal rows.
+CATALOG: tuple[tuple[str, str], ...] = (
+    (
+        "relations",  # tables, indexes, sequences, composite types; RLS flags; owner
+        "SELECT c.relname, c.relkind, c.relrowsecurity, c.relforcerowsecurity, "
+        "pg_get_userbyid(c.relowner) FROM pg_class c WHERE c.relnamespace = "
+        "'acode_sync'::regnamespace ORDER BY 1",
+    ),
+    (
+        "columns",  # of tables and of composite types alike, in their order
+        "SELECT c.relname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), "
+        "a.attnotnull, a.attidentity, a.attgenerated, co.collname, "
+        "pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a "
+        "JOIN pg_class c ON c.oid = a.attrelid "
+        "LEFT JOIN pg_collation co ON co.oid = a.attcollation AND a.attcollation <> 100 "
+        "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+        "WHERE c.relnamespace = 'acode_sync'::regnamespace AND a.attnum > 0 "
+        "AND NOT a.attisdropped AND c.relkind IN ('r', 'c', 'v') ORDER BY 1, 2",
+    ),
+    (
+        "constraints",
+        "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
+        "FROM pg_constraint WHERE connamespace = 'acode_sync'::regnamespace ORDER BY 1, 2",
+    ),
+    (
+        "indexes",
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'acode_sync' ORDER BY 1",
+    ),
+    (
+        "triggers",
+        "SELECT tgrelid::regclass::text, tgname, pg_get_triggerdef(oid), tgenabled "
+        "FROM pg_trigger WHERE NOT tgisinternal AND tgrelid IN (SELECT oid FROM pg_class "
+        "WHERE relnamespace = 'acode_sync'::regnamespace) ORDER BY 1, 2",
+    ),
+    (
+        "functions",  # whole definitions: body, language, volatility, SET, security
+        "SELECT p.oid::regprocedure::text, pg_get_functiondef(p.oid), "
+        "pg_get_userbyid(p.proowner) FROM pg_proc p "
+        "WHERE p.pronamespace = 'acode_sync'::regnamespace ORDER BY 1",
+    ),
+    (
+        "policies",
+        "SELECT tablename, policyname, permissive, roles::text, cmd, qual, with_check "
+        "FROM pg_policies WHERE schemaname = 'acode_sync' ORDER BY 1, 2",
+    ),
+    (
+        "privileges",  # on the schema, its tables and its functions, one grant a row
+        "SELECT kind, name, pg_get_userbyid(a.grantor), "
+        "CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, "
+        "a.privilege_type, a.is_grantable FROM ("
+        " SELECT 'schema' AS kind, nspname::text AS name, "
+        "  coalesce(nspacl, acldefault('n', nspowner)) AS acl "
+        "  FROM pg_namespace WHERE nspname = 'acode_sync'"
+        " UNION ALL SELECT 'relation', relname::text, "
+        "  coalesce(relacl, acldefault('r', relowner)) FROM pg_class "
+        "  WHERE relnamespace = 'acode_sync'::regnamespace AND relkind IN ('r', 'v', 'S')"
+        " UNION ALL SELECT 'function', oid::regprocedure::text, "
+        "  coalesce(proacl, acldefault('f', proowner)) FROM pg_proc "
+        "  WHERE pronamespace = 'acode_sync'::regnamespace"
+        " UNION ALL SELECT 'type', typname::text, coalesce(typacl, acldefault('T', typowner)) "
+        "  FROM pg_type WHERE typnamespace = 'acode_sync'::regnamespace AND typtype = 'c'"
+        "  AND typrelid IN (SELECT oid FROM pg_class WHERE relkind = 'c')"
+        ") o CROSS JOIN LATERAL aclexplode(o.acl) a ORDER BY 1, 2, 3, 4, 5",
+    ),
+    (
+        "roles",  # the device group's attributes (memberships are cluster-wide)
+        "SELECT rolname, rolcanlogin, rolinherit, rolsuper, rolcreaterole, rolcreatedb, "
+        "rolbypassrls FROM pg_roles WHERE rolname = 'acode_sync_device'",
+    ),
+    ("migrations", "SELECT name FROM acode_sync.migrations ORDER BY 1"),
+)
 
 
 def schema_of(url: str) -> dict[str, Any]:
     with psycopg.connect(url) as conn:
-        columns = conn.execute(
-            "SELECT table_name, column_name, data_type, is_nullable "
-            "FROM information_schema.columns WHERE table_schema = 'acode_sync' ORDER BY 1, 2"
-        ).fetchall()
-        indexes = conn.execute(
-            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'acode_sync' ORDER BY 1"
-        ).fetchall()
-        rls = conn.execute(
-            "SELECT relname, relrowsecurity FROM pg_class c JOIN pg_namespace n "
-            "ON n.oid = c.relnamespace WHERE nspname = 'acode_sync' AND relkind = 'r' ORDER BY 1"
-        ).fetchall()
-        triggers = conn.execute(
-            "SELECT event_object_table, trigger_name, action_timing, event_manipulation "
-            "FROM information_schema.triggers WHERE trigger_schema = 'acode_sync' ORDER BY 1, 2, 4"
-        ).fetchall()
-        functions = conn.execute(
-            "SELECT proname, prosecdef FROM pg_proc p JOIN pg_namespace n "
-            "ON n.oid = p.pronamespace WHERE nspname = 'acode_sync' ORDER BY 1"
-        ).fetchall()
-    return {
-        "columns": columns,
-        "indexes": indexes,
-        "rls": rls,
-        "triggers": triggers,
-        "functions": functions,
-    }
+        return {name: conn.execute(query).fetchall() for name, query in CATALOG}  # type: ignore[arg-type]
 
 
 def test_runner_applies_once_and_then_is_a_no_op(empty_db: str) -> None:
@@ -64,13 +96,15 @@ def test_runner_applies_once_and_then_is_a_no_op(empty_db: str) -> None:
     assert migrate_remote(empty_db) == []
     assert schema_of(empty_db) == first
     # Row-level security on every table a device can reach (migrations: admins only).
-    assert [name for name, enabled in first["rls"] if not enabled] == ["migrations"]
+    tables = [(name, rls) for name, kind, rls, _, _ in first["relations"] if kind == "r"]
+    assert [name for name, rls in tables if not rls] == ["migrations"]
     assert (
         "changes_idempotency",
         "CREATE UNIQUE INDEX changes_idempotency ON acode_sync.changes USING btree "
         "(owner_id, idempotency_key)",
     ) in first["indexes"]
-    assert ("log_changes", True) in first["functions"]  # SECURITY DEFINER
+    (log_changes,) = [d for f, d, _ in first["functions"] if f == "acode_sync.log_changes()"]
+    assert "SECURITY DEFINER" in log_changes
 
 
 @pytest.mark.skipif(shutil.which("psql") is None, reason="needs psql")
@@ -90,3 +124,22 @@ def test_psql_applies_the_files_twice_to_the_same_schema(empty_db: str) -> None:
         conn.execute("DROP SCHEMA acode_sync CASCADE")
     migrate_remote(empty_db)
     assert schema_of(empty_db) == by_psql
+
+
+@pytest.mark.skipif(shutil.which("psql") is None, reason="needs psql")
+def test_every_migration_in_order_equals_schema_sql(empty_db: str) -> None:
+    migrate_remote(empty_db)
+    migrated = schema_of(empty_db)
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA acode_sync CASCADE")
+    subprocess.run(
+        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", empty_db],
+        input=canonical_schema("postgres"),
+        text=True,
+        check=True,
+        capture_output=True,
+    )
+    fresh = schema_of(empty_db)
+    for part, _ in CATALOG:
+        assert fresh[part] == migrated[part], part
+    assert migrate_remote(empty_db) == []  # schema.sql records what it stands for

@@ -1,0 +1,753 @@
+-- The full server schema of a fresh install: what the migrations in this
+-- folder add up to (tests/migration/test_postgres_migrations.py checks it:
+-- tables, constraints, indexes, triggers, function bodies, policies, grants).
+-- For reading, and for a fresh install by hand, run by an admin role:
+--     psql -v ON_ERROR_STOP=1 -f schema.sql "postgresql://admin@host/db"
+-- It records the migrations it stands for (without checksums: unknown), so
+-- `acode-sync migrate --remote` afterwards has nothing to do. An existing
+-- server is upgraded with the numbered files, never with this one.
+--
+-- When a migration changes the schema, change this file the same way.
+
+BEGIN;
+SET LOCAL client_min_messages = warning;  -- no NOTICE per IF NOT EXISTS
+DO $$ BEGIN PERFORM pg_advisory_xact_lock(4902700101); END $$;  -- one migrator at a time
+
+CREATE SCHEMA IF NOT EXISTS acode_sync;
+
+CREATE TABLE IF NOT EXISTS acode_sync.migrations (
+    name        text PRIMARY KEY,
+    applied_at  timestamptz NOT NULL DEFAULT now(),
+    sha256      text
+);
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'acode_sync_device') THEN
+        CREATE ROLE acode_sync_device NOLOGIN;
+    END IF;
+END
+$$;
+
+-- ------------------------------------------------------------- entities ----
+-- privacy LOCAL_ONLY on the server marks a withdrawn entity: a tombstone with
+-- its data removed, kept so that versions stay ordered.
+
+CREATE TABLE IF NOT EXISTS acode_sync.chats (
+    owner_id         text COLLATE "C" NOT NULL DEFAULT current_user,
+    id               text NOT NULL,
+    title            text NOT NULL DEFAULT '',
+    privacy          text NOT NULL DEFAULT 'FULL'
+                     CHECK (privacy IN ('FULL', 'REDACTED', 'LOCAL_ONLY')),
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    deleted_at       timestamptz,
+    version          bigint NOT NULL DEFAULT 1,
+    changed_at       timestamptz NOT NULL DEFAULT now(),
+    origin_device    text,
+    idempotency_key  text,
+    batch_id         text,
+    PRIMARY KEY (owner_id, id),
+    CHECK (privacy <> 'LOCAL_ONLY' OR title = '')
+);
+
+CREATE TABLE IF NOT EXISTS acode_sync.messages (
+    owner_id         text COLLATE "C" NOT NULL DEFAULT current_user,
+    id               text NOT NULL,
+    chat_id          text NOT NULL,
+    role             text NOT NULL CHECK (role IN ('user', 'assistant', 'system', 'tool')),
+    content          text,
+    privacy          text NOT NULL DEFAULT 'FULL'
+                     CHECK (privacy IN ('FULL', 'REDACTED', 'LOCAL_ONLY')),
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    deleted_at       timestamptz,
+    version          bigint NOT NULL DEFAULT 1,
+    changed_at       timestamptz NOT NULL DEFAULT now(),
+    origin_device    text,
+    idempotency_key  text,
+    batch_id         text,
+    PRIMARY KEY (owner_id, id),
+    FOREIGN KEY (owner_id, chat_id) REFERENCES acode_sync.chats (owner_id, id),
+    CHECK (privacy = 'FULL' OR content IS NULL)
+);
+CREATE INDEX IF NOT EXISTS messages_chat ON acode_sync.messages (owner_id, chat_id);
+
+-- ----------------------------------------------------------- change log ----
+
+CREATE TABLE IF NOT EXISTS acode_sync.owner_clock (
+    owner_id  text COLLATE "C" PRIMARY KEY,
+    seq       bigint NOT NULL DEFAULT 0
+);
+
+CREATE TABLE IF NOT EXISTS acode_sync.changes (
+    owner_id         text COLLATE "C" NOT NULL,
+    seq              bigint NOT NULL,
+    entity_type      text NOT NULL CHECK (entity_type IN ('chat', 'message')),
+    entity_id        text NOT NULL,
+    version          bigint NOT NULL,
+    op               text NOT NULL CHECK (op IN ('upsert', 'withdraw')),
+    idempotency_key  text NOT NULL,
+    batch_id         text,
+    origin_device    text,
+    changed_at       timestamptz NOT NULL,
+    logged_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (owner_id, seq)
+);
+-- Scoped per owner on purpose: with one global index, one owner could claim
+-- another's keys first and have their real changes answered as duplicates.
+CREATE UNIQUE INDEX IF NOT EXISTS changes_idempotency
+    ON acode_sync.changes (owner_id, idempotency_key);
+
+CREATE TABLE IF NOT EXISTS acode_sync.conflicts (
+    owner_id         text COLLATE "C" NOT NULL DEFAULT current_user,
+    id               bigint GENERATED ALWAYS AS IDENTITY,
+    detected_at      timestamptz NOT NULL DEFAULT now(),
+    entity_type      text NOT NULL,
+    entity_id        text NOT NULL,
+    idempotency_key  text NOT NULL,
+    origin_device    text,
+    base_version     bigint NOT NULL,
+    server_version   bigint NOT NULL,
+    incoming         jsonb NOT NULL,   -- the change that was not applied as sent
+    server_row       jsonb NOT NULL,   -- the server's row when it arrived
+    resolution       text NOT NULL DEFAULT 'reported',
+    PRIMARY KEY (owner_id, id)
+);
+
+-- Versioning of writes that do not come through push(): an admin's UPDATE in
+-- psql, another tool. They get the next version, the server's clock and a
+-- fresh key, so that they are logged and reach every device like any change.
+CREATE OR REPLACE FUNCTION acode_sync.version_direct_write() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        NEW.version := OLD.version + 1;
+    END IF;
+    NEW.changed_at := now();
+    NEW.idempotency_key := 'srv-' || gen_random_uuid();
+    NEW.origin_device := 'server';
+    NEW.batch_id := NULL;
+    RETURN NEW;
+END
+$$;
+
+-- One function for both tables and both events: number the statement's rows
+-- in one block per owner and log them. Runs as the schema owner, so devices
+-- need no rights on owner_clock or INSERT on changes.
+CREATE OR REPLACE FUNCTION acode_sync.log_changes() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    WITH touched AS (
+        SELECT owner_id, id, version, privacy, idempotency_key, batch_id, origin_device,
+               changed_at,
+               row_number() OVER (PARTITION BY owner_id ORDER BY changed_at, id) AS n
+        FROM new_rows
+    ), per_owner AS (
+        SELECT owner_id, count(*) AS n FROM touched GROUP BY owner_id
+    ), block AS (
+        -- The row lock taken here is held until COMMIT: a later commit can
+        -- never carry a smaller seq than one a puller has already seen.
+        INSERT INTO acode_sync.owner_clock AS clock (owner_id, seq)
+        SELECT owner_id, n FROM per_owner ORDER BY owner_id
+        ON CONFLICT (owner_id) DO UPDATE SET seq = clock.seq + EXCLUDED.seq
+        RETURNING clock.owner_id, clock.seq AS last_seq
+    )
+    INSERT INTO acode_sync.changes (owner_id, seq, entity_type, entity_id, version, op,
+                                    idempotency_key, batch_id, origin_device, changed_at)
+    SELECT t.owner_id, b.last_seq - p.n + t.n,
+           CASE TG_TABLE_NAME WHEN 'chats' THEN 'chat' ELSE 'message' END,
+           t.id, t.version,
+           CASE WHEN t.privacy = 'LOCAL_ONLY' THEN 'withdraw' ELSE 'upsert' END,
+           t.idempotency_key, t.batch_id, t.origin_device, t.changed_at
+    FROM touched t
+    JOIN per_owner p USING (owner_id)
+    JOIN block b USING (owner_id);
+    RETURN NULL;
+END
+$$;
+
+DO $$
+DECLARE
+    tbl text;
+BEGIN
+    FOREACH tbl IN ARRAY ARRAY['chats', 'messages'] LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS version_direct_insert ON acode_sync.%I', tbl);
+        EXECUTE format(
+            'CREATE TRIGGER version_direct_insert BEFORE INSERT ON acode_sync.%I '
+            'FOR EACH ROW WHEN (NEW.idempotency_key IS NULL) '
+            'EXECUTE FUNCTION acode_sync.version_direct_write()', tbl);
+        EXECUTE format('DROP TRIGGER IF EXISTS version_direct_update ON acode_sync.%I', tbl);
+        EXECUTE format(
+            'CREATE TRIGGER version_direct_update BEFORE UPDATE ON acode_sync.%I '
+            'FOR EACH ROW WHEN (NEW.idempotency_key IS NOT DISTINCT FROM OLD.idempotency_key) '
+            'EXECUTE FUNCTION acode_sync.version_direct_write()', tbl);
+        EXECUTE format('DROP TRIGGER IF EXISTS log_inserts ON acode_sync.%I', tbl);
+        EXECUTE format(
+            'CREATE TRIGGER log_inserts AFTER INSERT ON acode_sync.%I '
+            'REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT '
+            'EXECUTE FUNCTION acode_sync.log_changes()', tbl);
+        EXECUTE format('DROP TRIGGER IF EXISTS log_updates ON acode_sync.%I', tbl);
+        EXECUTE format(
+            'CREATE TRIGGER log_updates AFTER UPDATE ON acode_sync.%I '
+            'REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT '
+            'EXECUTE FUNCTION acode_sync.log_changes()', tbl);
+    END LOOP;
+END
+$$;
+
+-- ------------------------------------------------------------------ push ----
+-- One batch, one round trip, one transaction. Each item of p_items:
+--   {"key", "entity_type", "entity_id", "op": "upsert"|"withdraw",
+--    "base_version", "changed_at", "payload": {...}}
+-- Each gets one result: applied, duplicate (its key is already logged: that is
+-- success), conflict (base_version behind the server: not applied, logged,
+-- the server's row returned) or rejected (invalid; a reason is returned).
+-- SECURITY INVOKER: row-level security holds the caller to its own rows.
+
+DO $$
+BEGIN
+    IF to_regtype('acode_sync.push_item') IS NULL THEN
+        CREATE TYPE acode_sync.push_item AS (
+            idx             integer,
+            key             text,
+            entity_type     text,
+            entity_id       text,
+            op              text,
+            base_version    bigint,
+            changed_at      timestamptz,
+            payload         jsonb,
+            result          text,
+            version         bigint,
+            reason          text
+        );
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION acode_sync.iso_time_ok(value jsonb) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT jsonb_typeof(value) = 'string'
+       AND value #>> '{}' ~ '^\d{4}-[01]\d-[0-3]\dT[0-2]\d:[0-5]\d:[0-5]\d(\.\d{1,6})?(Z|[+-]\d\d:?\d\d)$'
+$$;
+
+-- ------------------------------------------------------------------ time ----
+-- Times go out in the local format (UTC, ms, Z).
+
+CREATE OR REPLACE FUNCTION acode_sync.utc_ms(t timestamptz) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+$$;
+
+-- ------------------------------------------------------------ wire shape ----
+-- STABLE SQL with no SET clause: the planner inlines them into the caller,
+-- so pull() still reads a message's content only for a payload it sends.
+
+CREATE OR REPLACE FUNCTION acode_sync.wire_payload(c acode_sync.chats) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object(
+        'id', c.id, 'title', c.title, 'privacy', c.privacy,
+        'created_at', acode_sync.utc_ms(c.created_at),
+        'updated_at', acode_sync.utc_ms(c.updated_at),
+        'deleted_at', acode_sync.utc_ms(c.deleted_at))
+$$;
+
+CREATE OR REPLACE FUNCTION acode_sync.wire_payload(m acode_sync.messages) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object(
+        'id', m.id, 'chat_id', m.chat_id, 'role', m.role, 'content', m.content,
+        'privacy', m.privacy,
+        'created_at', acode_sync.utc_ms(m.created_at),
+        'updated_at', acode_sync.utc_ms(m.updated_at),
+        'deleted_at', acode_sync.utc_ms(m.deleted_at))
+$$;
+
+CREATE OR REPLACE FUNCTION acode_sync.wire_row(c acode_sync.chats) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT acode_sync.wire_payload(c) || jsonb_build_object(
+        'version', c.version, 'changed_at', acode_sync.utc_ms(c.changed_at),
+        'origin_device', c.origin_device, 'idempotency_key', c.idempotency_key,
+        'batch_id', c.batch_id)
+$$;
+
+CREATE OR REPLACE FUNCTION acode_sync.wire_row(m acode_sync.messages) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT acode_sync.wire_payload(m) || jsonb_build_object(
+        'version', m.version, 'changed_at', acode_sync.utc_ms(m.changed_at),
+        'origin_device', m.origin_device, 'idempotency_key', m.idempotency_key,
+        'batch_id', m.batch_id)
+$$;
+
+-- ------------------------------------------------------------------ pull ----
+-- A page of this owner's change log after the cursor, each change with its
+-- entity's current state (the log does not repeat payloads: a puller needs
+-- only the latest state); op 'withdraw' marks an entity withdrawn from every
+-- device. No payload (NULL) where that state is p_device's own write: it needs
+-- only the seq and version. The device is compared with `=`, so
+-- pull(after, limit, NULL) leaves out no payload: that is pull(after, limit),
+-- kept for clients older than server migration 0003.
+
+CREATE OR REPLACE FUNCTION acode_sync.pull(p_after bigint, p_limit integer, p_device text)
+RETURNS TABLE (seq bigint, idempotency_key text, entity_type text, entity_id text, op text,
+               version bigint, origin_device text, changed_at text, payload text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT c.seq, c.idempotency_key, c.entity_type, c.entity_id,
+           CASE WHEN coalesce(ch.privacy, m.privacy) = 'LOCAL_ONLY'
+                THEN 'withdraw' ELSE 'upsert' END,
+           coalesce(ch.version, m.version),
+           coalesce(ch.origin_device, m.origin_device),
+           acode_sync.utc_ms(coalesce(ch.changed_at, m.changed_at)),
+           -- The payload is built (and a message's content read) only when sent.
+           CASE WHEN coalesce(ch.origin_device, m.origin_device) = p_device THEN NULL
+                WHEN c.entity_type = 'chat' THEN acode_sync.wire_payload(ch)::text
+                ELSE acode_sync.wire_payload(m)::text
+           END
+    FROM acode_sync.changes c
+    LEFT JOIN acode_sync.chats ch
+           ON c.entity_type = 'chat' AND ch.owner_id = c.owner_id AND ch.id = c.entity_id
+    LEFT JOIN acode_sync.messages m
+           ON c.entity_type = 'message' AND m.owner_id = c.owner_id AND m.id = c.entity_id
+    WHERE c.owner_id = current_user::text AND c.seq > p_after
+      AND (ch.id IS NOT NULL OR m.id IS NOT NULL)
+    ORDER BY c.seq
+    LIMIT p_limit
+$$;
+
+CREATE OR REPLACE FUNCTION acode_sync.pull(p_after bigint, p_limit integer)
+RETURNS TABLE (seq bigint, idempotency_key text, entity_type text, entity_id text, op text,
+               version bigint, origin_device text, changed_at text, payload text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT * FROM acode_sync.pull(p_after, p_limit, NULL)
+$$;
+
+-- ------------------------------------------------------------------ push ----
+-- What the server will not store, item by item (NULL: nothing wrong).
+-- p_chat_known: the message's chat is on the server or in the same batch.
+
+CREATE OR REPLACE FUNCTION acode_sync.push_problem(
+    p_key text, p_entity_type text, p_entity_id text, p_op text, p_base_version bigint,
+    p_changed_at timestamptz, p_payload jsonb, p_chat_known boolean
+) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT CASE
+        WHEN coalesce(p_key, '') = '' THEN 'missing idempotency key'
+        WHEN coalesce(p_entity_id, '') = '' THEN 'missing entity_id'
+        WHEN p_entity_type IS DISTINCT FROM 'chat' AND p_entity_type IS DISTINCT FROM 'message'
+            THEN format('unknown entity_type %L', p_entity_type)
+        WHEN p_op NOT IN ('upsert', 'withdraw') THEN format('unknown op %L', p_op)
+        WHEN p_base_version IS NULL OR p_base_version < 0 THEN 'base_version must be >= 0'
+        WHEN p_changed_at IS NULL THEN 'changed_at must be an ISO-8601 time'
+        WHEN p_op = 'withdraw' THEN NULL
+        WHEN jsonb_typeof(p_payload) IS DISTINCT FROM 'object' THEN 'payload must be an object'
+        WHEN p_payload->>'id' IS DISTINCT FROM p_entity_id THEN 'payload id differs from entity_id'
+        WHEN coalesce(p_payload->>'privacy', '') NOT IN ('FULL', 'REDACTED')
+            THEN format('privacy %L cannot be uploaded', p_payload->>'privacy')
+        WHEN NOT acode_sync.iso_time_ok(p_payload->'created_at')
+            THEN 'created_at must be an ISO-8601 time'
+        WHEN NOT acode_sync.iso_time_ok(p_payload->'updated_at')
+            THEN 'updated_at must be an ISO-8601 time'
+        WHEN jsonb_typeof(p_payload->'deleted_at') NOT IN ('null', 'string')
+             OR (jsonb_typeof(p_payload->'deleted_at') = 'string'
+                 AND NOT acode_sync.iso_time_ok(p_payload->'deleted_at'))
+            THEN 'deleted_at must be null or an ISO-8601 time'
+        WHEN p_entity_type = 'chat' AND jsonb_typeof(p_payload->'title') IS DISTINCT FROM 'string'
+            THEN 'chat title must be a string'
+        WHEN p_entity_type = 'message'
+             AND coalesce(p_payload->>'role', '') NOT IN ('user', 'assistant', 'system', 'tool')
+            THEN format('unknown message role %L', p_payload->>'role')
+        WHEN p_entity_type = 'message' AND p_payload->>'privacy' = 'FULL'
+             AND jsonb_typeof(p_payload->'content') IS DISTINCT FROM 'string'
+            THEN 'message content must be a string'
+        WHEN p_entity_type = 'message' AND coalesce(p_payload->>'chat_id', '') = ''
+            THEN 'message chat_id missing'
+        WHEN p_entity_type = 'message' AND NOT p_chat_known
+            THEN format('chat %s is not on the server', p_payload->>'chat_id')
+    END
+$$;
+
+-- Each item parsed (the client's change time is kept unless it lies in the
+-- future, where it is clamped to the server's clock: last-write-wins compares
+-- them), with what the server holds for it: the version its key was logged at
+-- (a duplicate), its entity's current version and row, locked FOR UPDATE so
+-- the versions compared are the ones the writes see, and a message's chat.
+-- parsed is MATERIALIZED so the probes compare keys with plain columns: with
+-- `item->>'key'` inlined (->> is not leakproof) row-level security keeps the
+-- comparison out of the index condition and each probe reads all the owner's rows.
+CREATE OR REPLACE FUNCTION acode_sync.push_probe(p_items jsonb)
+RETURNS TABLE (idx integer, key text, entity_type text, entity_id text, op text,
+               base_version bigint, changed_at timestamptz, payload jsonb, chat_id text,
+               in_batch boolean, logged_version bigint, current_version bigint,
+               current_row jsonb, parent_privacy text, parent_changed_at timestamptz,
+               parent_origin text)
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    WITH parsed AS MATERIALIZED (
+        SELECT e.ord::integer AS idx, e.item->>'key' AS key,
+               e.item->>'entity_type' AS entity_type, e.item->>'entity_id' AS entity_id,
+               coalesce(e.item->>'op', 'upsert') AS op,
+               CASE WHEN jsonb_typeof(e.item->'base_version') = 'number'
+                    THEN (e.item->>'base_version')::numeric::bigint END AS base_version,
+               CASE WHEN acode_sync.iso_time_ok(e.item->'changed_at')
+                    THEN least((e.item->>'changed_at')::timestamptz, now()) END AS changed_at,
+               e.item->'payload' AS payload, e.item->'payload'->>'chat_id' AS chat_id
+        FROM jsonb_array_elements(p_items) WITH ORDINALITY AS e(item, ord)
+    ), batch AS (  -- the chats this batch carries (any op): a message may name one
+        SELECT coalesce(array_agg(p.entity_id) FILTER (WHERE p.entity_type = 'chat'), '{}')
+               AS chats
+        FROM parsed p
+    )
+    SELECT p.*, p.chat_id = ANY (batch.chats), logged.version,
+           coalesce(ch.version, m.version), coalesce(ch.row, m.row),
+           parent.privacy, parent.changed_at, parent.origin_device
+    FROM parsed p
+    CROSS JOIN batch
+    LEFT JOIN LATERAL (
+        SELECT c.version FROM acode_sync.changes c
+        WHERE c.owner_id = current_user::text AND c.idempotency_key = p.key
+        LIMIT 1
+    ) logged ON true
+    LEFT JOIN LATERAL (
+        SELECT c.version, acode_sync.wire_row(c) AS row FROM acode_sync.chats c
+        WHERE p.entity_type = 'chat' AND c.owner_id = current_user::text AND c.id = p.entity_id
+        FOR UPDATE
+    ) ch ON true
+    LEFT JOIN LATERAL (
+        SELECT mm.version, acode_sync.wire_row(mm) AS row FROM acode_sync.messages mm
+        WHERE p.entity_type = 'message' AND mm.owner_id = current_user::text
+          AND mm.id = p.entity_id
+        FOR UPDATE
+    ) m ON true
+    LEFT JOIN LATERAL (
+        SELECT pc.privacy, pc.changed_at, pc.origin_device FROM acode_sync.chats pc
+        WHERE p.entity_type = 'message' AND pc.owner_id = current_user::text
+          AND pc.id = p.chat_id
+        LIMIT 1
+    ) parent ON true
+$$;
+
+-- Each item's verdict: duplicate, rejected, conflict, or NULL (to be written;
+-- `version` then holds the server's current version, NULL for a new entity).
+-- A message of a withdrawn chat (on the server, or by this batch) is never
+-- written: it conflicts with the message's withdrawn row, made up (version 0)
+-- for one the server never had; a chat shared again in the same batch (an
+-- upsert made on its withdrawn version) takes its messages back. A device never
+-- conflicts with itself: a row it wrote last is a version it has, told or not.
+-- Conflicts are logged here, with the server's row as it was.
+CREATE OR REPLACE FUNCTION acode_sync.push_judge(p_device text, p_items jsonb)
+RETURNS TABLE (item acode_sync.push_item, server_row jsonb)
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    WITH validated AS (
+        SELECT pr.*, CASE WHEN pr.logged_version IS NOT NULL THEN 'duplicate'
+                          WHEN v.problem IS NOT NULL THEN 'rejected' END AS early_result,
+               v.problem
+        FROM acode_sync.push_probe(p_items) pr
+        CROSS JOIN LATERAL acode_sync.push_problem(
+            pr.key, pr.entity_type, pr.entity_id, pr.op, pr.base_version, pr.changed_at,
+            pr.payload, pr.parent_privacy IS NOT NULL OR pr.in_batch) AS v(problem)
+    ), withdrawing AS (  -- chats this batch withdraws, and the ones it shares again
+        SELECT jsonb_object_agg(w.entity_id, w.changed_at) FILTER (WHERE w.op = 'withdraw')
+                   AS chats,
+               coalesce(array_agg(w.entity_id) FILTER (
+                   WHERE w.op = 'upsert' AND w.current_version = w.base_version), '{}')
+                   AS reshared
+        FROM validated w
+        WHERE w.early_result IS NULL AND w.entity_type = 'chat'
+    ), judged AS (
+        SELECT va.*, g.changed_at AS withdrawn_at, g.origin AS withdrawn_by,
+               CASE WHEN va.early_result IS NOT NULL THEN va.early_result
+                    WHEN g.changed_at IS NOT NULL THEN 'conflict'
+                    WHEN va.op = 'upsert' AND va.current_version <> va.base_version
+                         AND va.current_row->>'origin_device' IS DISTINCT FROM p_device
+                        THEN 'conflict'
+               END AS result
+        FROM validated va
+        CROSS JOIN withdrawing b
+        LEFT JOIN LATERAL (
+            SELECT CASE WHEN va.parent_privacy = 'LOCAL_ONLY'
+                             AND NOT va.chat_id = ANY (b.reshared) THEN va.parent_changed_at
+                        ELSE (b.chats ->> va.chat_id)::timestamptz END AS changed_at,
+                   CASE WHEN va.parent_privacy = 'LOCAL_ONLY'
+                             AND NOT va.chat_id = ANY (b.reshared) THEN va.parent_origin
+                        ELSE p_device END AS origin
+            WHERE va.entity_type = 'message' AND va.op = 'upsert' AND va.early_result IS NULL
+        ) g ON true
+    ), answered AS (
+        SELECT j.*, CASE WHEN j.withdrawn_at IS NOT NULL AND j.current_row IS NULL
+                         THEN acode_sync.wire_row(jsonb_populate_record(
+                             NULL::acode_sync.messages, jsonb_build_object(
+                                 'id', j.entity_id, 'chat_id', j.chat_id,
+                                 'role', j.payload->>'role', 'privacy', 'LOCAL_ONLY',
+                                 'created_at', j.payload->'created_at',
+                                 'updated_at', j.payload->'updated_at', 'version', 0,
+                                 'changed_at', j.withdrawn_at, 'origin_device', j.withdrawn_by)))
+                         ELSE j.current_row END AS server_row
+        FROM judged j
+    ), conflict_log AS (
+        INSERT INTO acode_sync.conflicts (entity_type, entity_id, idempotency_key, origin_device,
+                                          base_version, server_version, incoming, server_row)
+        SELECT a.entity_type, a.entity_id, a.key, p_device, a.base_version,
+               coalesce(a.current_version, 0),
+               jsonb_build_object('op', a.op, 'changed_at', a.changed_at, 'payload', a.payload),
+               a.server_row
+        FROM answered a WHERE a.result = 'conflict'
+    )
+    SELECT ROW(a.idx, a.key, a.entity_type, a.entity_id, a.op, a.base_version, a.changed_at,
+               a.payload, a.result,
+               coalesce(a.logged_version, a.current_version,
+                        CASE WHEN a.result = 'conflict' THEN 0 END),
+               CASE WHEN a.result = 'rejected' THEN a.problem END)::acode_sync.push_item,
+           CASE WHEN a.result = 'conflict' THEN a.server_row END
+    FROM answered a
+    ORDER BY a.idx
+$$;
+
+-- The writes of a batch's unresolved chat items (upserts, withdrawals) and,
+-- with p_withdrawals, the withdrawal of a withdrawn chat's messages. Each
+-- write gives the next version, and only if the row is still at the version
+-- judged (a concurrent writer makes it a conflict in push_settle instead).
+-- Returns 'chat:<id>' of each chat written.
+CREATE OR REPLACE FUNCTION acode_sync.push_write_chats(
+    p_items acode_sync.push_item[], p_batch_id text, p_device text, p_withdrawals boolean
+) RETURNS text[]
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    done text[];
+BEGIN
+    WITH written AS (
+        INSERT INTO acode_sync.chats AS c (owner_id, id, title, privacy, created_at,
+                                           updated_at, deleted_at, version, changed_at,
+                                           origin_device, idempotency_key, batch_id)
+        SELECT current_user, i.entity_id, i.payload->>'title', i.payload->>'privacy',
+               (i.payload->>'created_at')::timestamptz, (i.payload->>'updated_at')::timestamptz,
+               (i.payload->>'deleted_at')::timestamptz,
+               coalesce(i.version, 0) + 1, i.changed_at, p_device, i.key, p_batch_id
+        FROM unnest(p_items) i
+        WHERE i.result IS NULL AND i.entity_type = 'chat' AND i.op = 'upsert'
+        ON CONFLICT (owner_id, id) DO UPDATE SET
+            title = EXCLUDED.title, privacy = EXCLUDED.privacy,
+            created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,
+            deleted_at = EXCLUDED.deleted_at, version = c.version + 1,
+            changed_at = EXCLUDED.changed_at, origin_device = EXCLUDED.origin_device,
+            idempotency_key = EXCLUDED.idempotency_key, batch_id = EXCLUDED.batch_id
+        WHERE c.version = EXCLUDED.version - 1
+        RETURNING 'chat:' || c.id AS ref
+    ), withdrawn AS (
+        -- A withdrawal is never a conflict: it is the owner's privacy decision.
+        UPDATE acode_sync.chats c
+        SET title = '', privacy = 'LOCAL_ONLY', version = c.version + 1,
+            changed_at = i.changed_at, origin_device = p_device,
+            idempotency_key = i.key, batch_id = p_batch_id
+        FROM unnest(p_items) i
+        WHERE p_withdrawals AND i.result IS NULL AND i.entity_type = 'chat'
+          AND i.op = 'withdraw' AND c.owner_id = current_user::text AND c.id = i.entity_id
+        RETURNING 'chat:' || c.id AS ref
+    )
+    SELECT coalesce(array_agg(ref), '{}') INTO done
+    FROM (SELECT ref FROM written UNION ALL SELECT ref FROM withdrawn) w;
+
+    IF p_withdrawals THEN
+        -- A withdrawn chat takes its messages with it.
+        UPDATE acode_sync.messages m
+        SET content = NULL, privacy = 'LOCAL_ONLY', version = m.version + 1,
+            changed_at = i.changed_at, origin_device = p_device,
+            idempotency_key = i.key || ':' || m.id, batch_id = p_batch_id
+        FROM unnest(p_items) i
+        WHERE i.result IS NULL AND i.entity_type = 'chat' AND i.op = 'withdraw'
+          AND m.owner_id = current_user::text AND m.chat_id = i.entity_id
+          AND m.privacy <> 'LOCAL_ONLY';
+    END IF;
+    RETURN done;
+END
+$$;
+
+-- The writes of a batch's unresolved message items, as push_write_chats.
+CREATE OR REPLACE FUNCTION acode_sync.push_write_messages(
+    p_items acode_sync.push_item[], p_batch_id text, p_device text, p_withdrawals boolean
+) RETURNS text[]
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    done text[];
+BEGIN
+    WITH written AS (
+        INSERT INTO acode_sync.messages AS m (owner_id, id, chat_id, role, content, privacy,
+                                              created_at, updated_at, deleted_at, version,
+                                              changed_at, origin_device, idempotency_key,
+                                              batch_id)
+        SELECT current_user, i.entity_id, i.payload->>'chat_id', i.payload->>'role',
+               CASE WHEN i.payload->>'privacy' = 'FULL' THEN i.payload->>'content' END,
+               i.payload->>'privacy',
+               (i.payload->>'created_at')::timestamptz, (i.payload->>'updated_at')::timestamptz,
+               (i.payload->>'deleted_at')::timestamptz,
+               coalesce(i.version, 0) + 1, i.changed_at, p_device, i.key, p_batch_id
+        FROM unnest(p_items) i
+        WHERE i.result IS NULL AND i.entity_type = 'message' AND i.op = 'upsert'
+        ON CONFLICT (owner_id, id) DO UPDATE SET
+            chat_id = EXCLUDED.chat_id, role = EXCLUDED.role, content = EXCLUDED.content,
+            privacy = EXCLUDED.privacy, created_at = EXCLUDED.created_at,
+            updated_at = EXCLUDED.updated_at, deleted_at = EXCLUDED.deleted_at,
+            version = m.version + 1, changed_at = EXCLUDED.changed_at,
+            origin_device = EXCLUDED.origin_device,
+            idempotency_key = EXCLUDED.idempotency_key, batch_id = EXCLUDED.batch_id
+        WHERE m.version = EXCLUDED.version - 1
+        RETURNING 'message:' || m.id AS ref
+    ), withdrawn AS (
+        UPDATE acode_sync.messages m
+        SET content = NULL, privacy = 'LOCAL_ONLY', version = m.version + 1,
+            changed_at = i.changed_at, origin_device = p_device,
+            idempotency_key = i.key, batch_id = p_batch_id
+        FROM unnest(p_items) i
+        WHERE p_withdrawals AND i.result IS NULL AND i.entity_type = 'message'
+          AND i.op = 'withdraw' AND m.owner_id = current_user::text AND m.id = i.entity_id
+        RETURNING 'message:' || m.id AS ref
+    )
+    SELECT coalesce(array_agg(ref), '{}') INTO done
+    FROM (SELECT ref FROM written UNION ALL SELECT ref FROM withdrawn) w;
+    RETURN done;
+END
+$$;
+
+-- The answers. An unresolved item that was written is applied at the next
+-- version; a withdrawal of something the server never had is applied as a
+-- no-op (version 0); one that lost a race for its row is a conflict. A
+-- conflict carries the server's row as it is now, or the made-up withdrawn
+-- row it was judged against (p_judged_rows, 'type:id' -> row).
+CREATE OR REPLACE FUNCTION acode_sync.push_settle(
+    p_items acode_sync.push_item[], p_done text[], p_judged_rows jsonb
+) RETURNS TABLE (idx integer, idempotency_key text, result text, version bigint,
+                 reason text, server_row jsonb)
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT i.idx, i.key, r.result,
+           CASE WHEN i.result IS NOT NULL THEN i.version
+                WHEN w.ref IS NOT NULL THEN coalesce(i.version, 0) + 1
+                ELSE coalesce(i.version, 0) END,
+           i.reason,
+           CASE WHEN r.result = 'conflict'
+                THEN coalesce(now_row.row, p_judged_rows -> (i.entity_type || ':' || i.entity_id))
+           END
+    FROM unnest(p_items) i
+    LEFT JOIN (SELECT DISTINCT d.ref FROM unnest(p_done) AS d(ref)) w
+           ON w.ref = i.entity_type || ':' || i.entity_id AND i.result IS NULL
+    CROSS JOIN LATERAL (SELECT CASE WHEN i.result IS NOT NULL THEN i.result
+                                    WHEN w.ref IS NOT NULL THEN 'applied'
+                                    WHEN i.op = 'withdraw' AND i.version IS NULL THEN 'applied'
+                                    ELSE 'conflict' END AS result) r
+    LEFT JOIN LATERAL (
+        SELECT acode_sync.wire_row(c) AS row FROM acode_sync.chats c
+        WHERE r.result = 'conflict' AND i.entity_type = 'chat'
+          AND c.owner_id = current_user::text AND c.id = i.entity_id
+        UNION ALL
+        SELECT acode_sync.wire_row(m) FROM acode_sync.messages m
+        WHERE r.result = 'conflict' AND i.entity_type = 'message'
+          AND m.owner_id = current_user::text AND m.id = i.entity_id
+    ) now_row ON true
+    ORDER BY i.idx
+$$;
+
+-- One batch, one round trip, one transaction; 0002's contract. Planned for
+-- each call: a cached generic plan is made on the statistics of its first
+-- calls and, on a table that has grown since, can scan it whole for every batch.
+CREATE OR REPLACE FUNCTION acode_sync.push(p_batch_id text, p_device text, p_items jsonb)
+RETURNS TABLE (idx integer, idempotency_key text, result text, version bigint,
+               reason text, server_row jsonb)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
+AS $$
+DECLARE
+    items acode_sync.push_item[];
+    judged_rows jsonb;  -- 'type:id' -> the server's row a conflict was judged on
+    has_chats boolean;  -- any unresolved chat item
+    has_messages boolean;
+    has_withdrawals boolean;
+    done text[] := '{}';  -- 'chat:<id>' / 'message:<id>' actually written
+BEGIN
+    SELECT array_agg(j.item ORDER BY (j.item).idx),
+           coalesce(jsonb_object_agg((j.item).entity_type || ':' || (j.item).entity_id,
+                                     j.server_row) FILTER (WHERE j.server_row IS NOT NULL), '{}'),
+           coalesce(bool_or((j.item).result IS NULL AND (j.item).entity_type = 'chat'), false),
+           coalesce(bool_or((j.item).result IS NULL AND (j.item).entity_type = 'message'), false),
+           coalesce(bool_or((j.item).result IS NULL AND (j.item).op = 'withdraw'), false)
+    INTO items, judged_rows, has_chats, has_messages, has_withdrawals
+    FROM acode_sync.push_judge(p_device, p_items) j;
+
+    -- Chats first: a chat travels before what refers to it.
+    IF has_chats THEN
+        done := acode_sync.push_write_chats(items, p_batch_id, p_device, has_withdrawals);
+    END IF;
+    IF has_messages THEN
+        done := done
+            || acode_sync.push_write_messages(items, p_batch_id, p_device, has_withdrawals);
+    END IF;
+    RETURN QUERY SELECT * FROM acode_sync.push_settle(items, done, judged_rows);
+END
+$$;
+
+-- -------------------------------------------------------------- security ----
+
+ALTER TABLE acode_sync.chats ENABLE ROW LEVEL SECURITY;
+ALTER TABLE acode_sync.messages ENABLE ROW LEVEL SECURITY;
+ALTER TABLE acode_sync.changes ENABLE ROW LEVEL SECURITY;
+ALTER TABLE acode_sync.conflicts ENABLE ROW LEVEL SECURITY;
+ALTER TABLE acode_sync.owner_clock ENABLE ROW LEVEL SECURITY;
+
+DO $$
+DECLARE
+    tbl text;
+BEGIN
+    FOREACH tbl IN ARRAY ARRAY['chats', 'messages', 'changes', 'conflicts', 'owner_clock'] LOOP
+        EXECUTE format('DROP POLICY IF EXISTS own_rows ON acode_sync.%I', tbl);
+        EXECUTE format(
+            'CREATE POLICY own_rows ON acode_sync.%I '
+            'USING (owner_id = current_user::text) WITH CHECK (owner_id = current_user::text)', tbl);
+    END LOOP;
+END
+$$;
+
+REVOKE ALL ON ALL TABLES IN SCHEMA acode_sync FROM PUBLIC;
+REVOKE ALL ON FUNCTION acode_sync.log_changes() FROM PUBLIC;
+REVOKE ALL ON FUNCTION acode_sync.version_direct_write() FROM PUBLIC;
+GRANT USAGE ON SCHEMA acode_sync TO acode_sync_device;
+GRANT SELECT, INSERT, UPDATE ON acode_sync.chats, acode_sync.messages TO acode_sync_device;
+GRANT SELECT ON acode_sync.changes TO acode_sync_device;
+GRANT SELECT, INSERT ON acode_sync.conflicts TO acode_sync_device;
+GRANT EXECUTE ON FUNCTION acode_sync.push(text, text, jsonb) TO acode_sync_device;
+GRANT EXECUTE ON FUNCTION acode_sync.iso_time_ok(jsonb) TO acode_sync_device;
+GRANT EXECUTE ON FUNCTION acode_sync.pull(bigint, integer) TO acode_sync_device;
+GRANT EXECUTE ON FUNCTION acode_sync.utc_ms(timestamptz) TO acode_sync_device;
+
+-- The parts run as the caller (row-level security applies); only push(),
+-- pull() and the shapes are a device's to call.
+
+REVOKE ALL ON FUNCTION acode_sync.push_problem(text, text, text, text, bigint, timestamptz,
+                                               jsonb, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION acode_sync.push_probe(jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION acode_sync.push_judge(text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION acode_sync.push_write_chats(acode_sync.push_item[], text, text, boolean)
+    FROM PUBLIC;
+REVOKE ALL ON FUNCTION acode_sync.push_write_messages(acode_sync.push_item[], text, text,
+                                                      boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION acode_sync.push_settle(acode_sync.push_item[], text[], jsonb)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION acode_sync.push_problem(text, text, text, text, bigint, timestamptz,
+                                                  jsonb, boolean),
+                          acode_sync.push_probe(jsonb),
+                          acode_sync.push_judge(text, jsonb),
+                          acode_sync.push_write_chats(acode_sync.push_item[], text, text, boolean),
+                          acode_sync.push_write_messages(acode_sync.push_item[], text, text,
+                                                         boolean),
+                          acode_sync.push_settle(acode_sync.push_item[], text[], jsonb),
+                          acode_sync.wire_payload(acode_sync.chats),
+                          acode_sync.wire_payload(acode_sync.messages),
+                          acode_sync.wire_row(acode_sync.chats),
+                          acode_sync.wire_row(acode_sync.messages)
+    TO acode_sync_device;
+GRANT EXECUTE ON FUNCTION acode_sync.push(text, text, jsonb),
+                          acode_sync.pull(bigint, integer),
+                          acode_sync.pull(bigint, integer, text)
+    TO acode_sync_device;
+
+INSERT INTO acode_sync.migrations (name)
+VALUES ('0001_server_schema'), ('0002_withdrawn_chat_messages'), ('0003_lean_pull'),
+       ('0004_named_push')
+ON CONFLICT (name) DO NOTHING;
+
+COMMIT;
