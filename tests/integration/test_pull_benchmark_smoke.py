@@ -8,7 +8,7 @@ from pathlib import Path
 import psycopg
 
 from tests.benchmarks_loader import load_benchmark
-from tests.fix_pg import ADMIN_URL
+from tests.fix_pg import admin_url
 
 ROWS = 300
 
@@ -26,7 +26,7 @@ def test_pull_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
         winner_calls=200,
         push_batch_size=50,
         push_repeats=2,
-        admin_url=ADMIN_URL,
+        admin_url=admin_url(),
         base_dir=tmp_path,
         profile=True,
         profile_top=5,
@@ -70,7 +70,7 @@ def test_pull_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
 
     # Nothing is left behind: the temporary directory and the scratch database.
     assert list(tmp_path.iterdir()) == []
-    with psycopg.connect(ADMIN_URL) as admin:
+    with psycopg.connect(admin_url()) as admin:
         left = admin.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", (result.database,)
         ).fetchone()

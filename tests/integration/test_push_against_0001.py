@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from acode_sync.migrations import shipped
-from tests.fix_pg import ADMIN_URL, PgDatabase
+from tests.fix_pg import PgDatabase, admin_url
 
 ROLE = "acode_test_alice"
 CHATS = ("c1", "c2", "c3")
@@ -50,7 +50,7 @@ STATE = {
 
 
 def _url(dbname: str, user: str | None = None) -> str:
-    return PgDatabase(ADMIN_URL, dbname).url(user)
+    return PgDatabase(admin_url(), dbname).url(user)
 
 
 @dataclass
@@ -80,7 +80,7 @@ def pair(device_roles: tuple[str, ...]) -> Iterator[Pair]:
     names = [f"acode_sync_push_ref_{id(object())}", f"acode_sync_push_cur_{id(object())}"]
     migrations = shipped("postgres")
     assert migrations[0].name == "0001_server_schema" and len(migrations) >= 2
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+    with psycopg.connect(admin_url(), autocommit=True) as admin:
         for name, upto in zip(names, (1, len(migrations)), strict=True):
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
             with psycopg.connect(_url(name), autocommit=True) as conn:
@@ -93,7 +93,7 @@ def pair(device_roles: tuple[str, ...]) -> Iterator[Pair]:
         ):
             yield Pair(reference, current, (_url(names[0]), _url(names[1])))
     finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        with psycopg.connect(admin_url(), autocommit=True) as admin:
             for name in names:
                 admin.execute(
                     sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from tests.benchmarks_loader import load_benchmark
-from tests.fix_pg import ADMIN_URL
+from tests.fix_pg import admin_url
 
 
 def test_push_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
@@ -20,7 +20,7 @@ def test_push_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
         rows=rows,
         repeats=repeats,
         warmup=1,
-        admin_url=ADMIN_URL,
+        admin_url=admin_url(),
         base_dir=tmp_path,
         profile=True,
         profile_rows=40,
@@ -64,7 +64,7 @@ def test_push_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
     assert f"| {rows:,} | 1,000 |" in report
 
     # The scratch database is dropped and the temporary directory removed.
-    with psycopg.connect(ADMIN_URL) as conn:
+    with psycopg.connect(admin_url()) as conn:
         left = conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", (result.database,)
         ).fetchone()
