@@ -22,9 +22,6 @@ Run::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
-import platform
 import sqlite3
 import sys
 import tempfile
@@ -33,12 +30,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import emit, load_average, percentile, progress, verdict
+from harness import (
+    MEMORY_FILESYSTEMS,
+    Latency,
+    Machine,
+    describe_machine,
+    drop_capture_triggers,
+    emit,
+    fresh_local,
+    machine_lines,
+    progress,
+    verdict,
+)
 from ulid import ULID
 
-from acode_sync.migrations import migrate_local
 from acode_sync.store import new_chat
-from acode_sync.workspace import connect, write
+from acode_sync.workspace import write
 
 MODES = ("NORMAL", "FULL")
 SYNCHRONOUS_CODES = {"NORMAL": 1, "FULL": 2}
@@ -62,32 +69,9 @@ CONTENT = (
     "error on the outbox row? Keep the existing behaviour for permanent failures and "
     "add a unit test for the cap. Thanks!"
 )
-MEMORY_FILESYSTEMS = {"tmpfs", "ramfs", "devtmpfs"}
 
 
 # ---------------------------------------------------------------- results ----
-
-
-@dataclass(frozen=True)
-class Latency:
-    """Per-transaction latency of one side, in milliseconds."""
-
-    n: int
-    p50_ms: float
-    p99_ms: float
-    max_ms: float
-
-    @classmethod
-    def of(cls, samples_ns: Sequence[int]) -> Latency:
-        if not samples_ns:
-            raise ValueError("no samples")
-        ordered = sorted(samples_ns)
-        return cls(
-            n=len(ordered),
-            p50_ms=percentile(ordered, 50) / 1e6,
-            p99_ms=percentile(ordered, 99) / 1e6,
-            max_ms=ordered[-1] / 1e6,
-        )
 
 
 @dataclass(frozen=True)
@@ -131,18 +115,6 @@ class BulkResult:
 
 
 @dataclass(frozen=True)
-class Machine:
-    date: str
-    nproc: int
-    python: str
-    sqlite: str
-    platform: str
-    db_dir: str
-    filesystem: str
-    load_at_start: str  # 1/5/15-minute load averages: how busy the shared machine was
-
-
-@dataclass(frozen=True)
 class BenchResult:
     machine: Machine
     n: int
@@ -153,55 +125,15 @@ class BenchResult:
     elapsed_s: float
 
 
-# ---------------------------------------------------------------- helpers ----
-
-
-def filesystem_of(path: Path) -> str:
-    """The filesystem type that holds ``path`` (Linux /proc/self/mounts), or 'unknown'."""
-    target = str(path.resolve())
-    best, kind = "", "unknown"
-    try:
-        with open("/proc/self/mounts", encoding="utf-8") as mounts:
-            for line in mounts:
-                fields = line.split()
-                if len(fields) < 3:
-                    continue
-                point = fields[1].replace("\\040", " ")
-                inside = target == point or target.startswith(point.rstrip("/") + "/")
-                if inside and len(point) > len(best):
-                    best, kind = point, fields[2]
-    except OSError:
-        pass
-    return kind
-
-
-def machine_info(db_dir: Path) -> Machine:
-    return Machine(
-        date=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        nproc=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0,
-        python=platform.python_version(),
-        sqlite=sqlite3.sqlite_version,
-        platform=platform.platform(),
-        db_dir=str(db_dir),
-        filesystem=filesystem_of(db_dir),
-        load_at_start=load_average(),
-    )
+# ------------------------------------------------------------- benchmarks ----
 
 
 def open_db(path: Path, mode: str, *, captured: bool) -> tuple[sqlite3.Connection, str]:
     """A fresh migrated database with one chat; the baseline loses its triggers."""
-    if path.exists():
-        raise FileExistsError(f"{path}: the benchmark wants a fresh database file")
-    conn = connect(path, synchronous=mode)
+    conn = fresh_local(path, synchronous=mode)
     try:
-        migrate_local(conn)
         if not captured:
-            with write(conn):
-                triggers = conn.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'trigger'"
-                ).fetchall()
-                for (name,) in triggers:
-                    conn.execute(f'DROP TRIGGER "{name}"')
+            drop_capture_triggers(conn)
         journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
         synchronous = conn.execute("PRAGMA synchronous").fetchone()[0]
         triggers_left = conn.execute(
@@ -241,9 +173,6 @@ def message_outbox_rows(conn: sqlite3.Connection) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-# ------------------------------------------------------------- benchmarks ----
-
-
 def run_latency(
     folder: Path, mode: str, *, n: int, warmup: int, block: int, quiet: bool = True
 ) -> ModeResult:
@@ -279,8 +208,8 @@ def run_latency(
         )
     return ModeResult(
         mode=mode,
-        captured=Latency.of(samples["captured"]),
-        baseline=Latency.of(samples["baseline"]),
+        captured=Latency.of_ns(samples["captured"]),
+        baseline=Latency.of_ns(samples["baseline"]),
         captured_outbox_rows=captured_rows,
         baseline_outbox_rows=baseline_rows,
     )
@@ -343,7 +272,7 @@ def run(
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="acode-bench-", dir=base_dir) as name:
         folder = Path(name)
-        machine = machine_info(folder)
+        machine = describe_machine(db_dir=folder)
         if machine.filesystem in MEMORY_FILESYSTEMS:
             progress(f"warning: {folder} is on {machine.filesystem}, not a disk; pass --dir", False)
         modes: dict[str, ModeResult] = {}
@@ -374,9 +303,7 @@ def to_markdown(result: BenchResult, command: str | None = None) -> str:
     if command:
         lines += [f"Command: `{command}`", ""]
     lines += [
-        f"- date: {m.date}",
-        f"- machine: nproc={m.nproc}, Python {m.python}, SQLite {m.sqlite}, {m.platform}",
-        f"- load average at start (1/5/15 min): {m.load_at_start}",
+        *machine_lines(m),
         f"- database files: fresh, in `{m.db_dir}` ({m.filesystem}), WAL",
         f"- per-transaction latency: {result.n} transactions per side and mode after a "
         f"warm-up of {result.warmup}, captured and baseline interleaved in blocks of "

@@ -99,7 +99,7 @@ def alice(tmp_path: Path, pg: PgDatabase) -> Device:
 
 
 @pytest.fixture
-def server(pg: PgDatabase) -> psycopg.Connection[Any]:
+def server(pg: PgDatabase) -> Iterator[psycopg.Connection[Any]]:
     conn = pg.admin()
     yield conn
     conn.close()
@@ -120,7 +120,7 @@ def corrupt(conn: Any, entity_id: str, field: str, value: Any) -> None:
 def proxy(pg: PgDatabase) -> Iterator[TcpProxy]:
     """A real TCP proxy in front of the test server: cut, restore, lose replies."""
     params = conninfo_to_dict(pg.url())
-    with TcpProxy(str(params.get("host", "127.0.0.1")), int(params.get("port", 5432))) as p:
+    with TcpProxy(str(params.get("host", "127.0.0.1")), int(str(params.get("port", 5432)))) as p:
         yield p
 
 
@@ -128,4 +128,4 @@ def through(proxy: TcpProxy, url: str) -> str:
     """``url`` with the proxy as its host and port."""
     params = conninfo_to_dict(url)
     params.update(host="127.0.0.1", port=proxy.port)
-    return make_conninfo(**params)
+    return make_conninfo("", **params)

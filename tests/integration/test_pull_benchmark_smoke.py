@@ -7,13 +7,12 @@ from pathlib import Path
 
 import psycopg
 
-from tests.benchmarks_loader import load_benchmark
-from tests.fix_pg import ADMIN_URL
+from tests.benchmarks_loader import benchmark_module, load_benchmark
 
 ROWS = 300
 
 
-def test_pull_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
+def test_pull_benchmark_runs_with_tiny_sizes(tmp_path: Path, pg_admin_url: str) -> None:
     bench = load_benchmark("pull")
     result = bench.run(
         rows=ROWS,
@@ -26,7 +25,7 @@ def test_pull_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
         winner_calls=200,
         push_batch_size=50,
         push_repeats=2,
-        admin_url=ADMIN_URL,
+        admin_url=pg_admin_url,
         base_dir=tmp_path,
         profile=True,
         profile_top=5,
@@ -49,7 +48,7 @@ def test_pull_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
     assert set(shapes) == {(50, 0), (50, 200), (1, 0), (1, 200)}
     for (page, _), d in shapes.items():
         assert len(d.apply_ns) == (2 if page == 50 else 3)
-        assert len(d.detect_ns) == len(d.apply_ns) * bench.DETECT_TIMINGS
+        assert len(d.detect_ns) == len(d.apply_ns) * benchmark_module("_pull_detect").DETECT_TIMINGS
         assert 0 < d.detect_us_per_item <= d.detect_max_us_per_item
     resolve = result.resolve
     assert resolve is not None
@@ -70,7 +69,7 @@ def test_pull_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
 
     # Nothing is left behind: the temporary directory and the scratch database.
     assert list(tmp_path.iterdir()) == []
-    with psycopg.connect(ADMIN_URL) as admin:
+    with psycopg.connect(pg_admin_url) as admin:
         left = admin.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", (result.database,)
         ).fetchone()

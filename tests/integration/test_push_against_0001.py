@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from acode_sync.migrations import shipped
-from tests.fix_pg import ADMIN_URL, PgDatabase
+from tests.fix_pg import PgDatabase, admin_url
 
 ROLE = "acode_test_alice"
 CHATS = ("c1", "c2", "c3")
@@ -51,7 +51,7 @@ STATE = {
 
 
 def _url(dbname: str, user: str | None = None) -> str:
-    return PgDatabase(ADMIN_URL, dbname).url(user)
+    return PgDatabase(admin_url(), dbname).url(user)
 
 
 @dataclass
@@ -82,7 +82,7 @@ def pair_at(reference_upto: str, current_upto: str) -> Iterator[Pair]:
     names = [f"acode_sync_push_ref_{id(object())}", f"acode_sync_push_cur_{id(object())}"]
     migrations = shipped("postgres")
     order = [m.name for m in migrations]
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+    with psycopg.connect(admin_url(), autocommit=True) as admin:
         for name, upto in zip(names, (reference_upto, current_upto), strict=True):
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
             with psycopg.connect(_url(name), autocommit=True) as conn:
@@ -95,7 +95,7 @@ def pair_at(reference_upto: str, current_upto: str) -> Iterator[Pair]:
         ):
             yield Pair(reference, current, (_url(names[0]), _url(names[1])))
     finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        with psycopg.connect(admin_url(), autocommit=True) as admin:
             for name in names:
                 admin.execute(
                     sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))

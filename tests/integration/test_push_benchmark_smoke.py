@@ -9,18 +9,18 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.benchmarks_loader import load_benchmark
-from tests.fix_pg import ADMIN_URL
+from acode_sync.upload import PushReport
+from tests.benchmarks_loader import benchmark_module, load_benchmark
 
 
-def test_push_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
+def test_push_benchmark_runs_with_tiny_sizes(tmp_path: Path, pg_admin_url: str) -> None:
     bench = load_benchmark("push")
     rows, repeats = 200, 3
     result = bench.run(
         rows=rows,
         repeats=repeats,
         warmup=1,
-        admin_url=ADMIN_URL,
+        admin_url=pg_admin_url,
         base_dir=tmp_path,
         profile=True,
         profile_rows=40,
@@ -64,7 +64,7 @@ def test_push_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
     assert f"| {rows:,} | 1,000 |" in report
 
     # The scratch database is dropped and the temporary directory removed.
-    with psycopg.connect(ADMIN_URL) as conn:
+    with psycopg.connect(pg_admin_url) as conn:
         left = conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", (result.database,)
         ).fetchone()
@@ -73,21 +73,13 @@ def test_push_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
 
 
 def test_the_correctness_checks_fail_loudly(tmp_path: Path) -> None:
-    bench = load_benchmark("push")
-    conn, chat_id = bench.open_local(tmp_path / "w.db")
+    backlog = benchmark_module("_push_backlog")
+    conn, chat_id = backlog.open_local(tmp_path / "w.db")
     try:
-        bench.write_messages(conn, chat_id, 3)
+        backlog.write_messages(conn, chat_id, 3)
         with pytest.raises(AssertionError, match="local outbox"):
-            bench.check_local_all_synced(conn, 3)
+            backlog.check_local_all_synced(conn, 3)
     finally:
         conn.close()
     with pytest.raises(AssertionError, match="unexpected push report"):
-        bench.check_report(bench.PushReport(applied=2, rejected=1), 3, "drain")
-
-
-def test_percentile_is_nearest_rank() -> None:
-    bench = load_benchmark("push")
-    ordered = [float(v) for v in range(1, 101)]
-    assert bench.percentile(ordered, 50) == 50
-    assert bench.percentile(ordered, 99) == 99
-    assert bench.percentile(ordered[:30], 99) == 30
+        backlog.check_report(PushReport(applied=2, rejected=1), 3, "drain")

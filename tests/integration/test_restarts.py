@@ -35,12 +35,12 @@ def private_server() -> Iterator[tuple[Path, str]]:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute("CREATE DATABASE acode")
         params["dbname"] = "acode"
-        migrate_remote(make_conninfo(**params))
-        with psycopg.connect(make_conninfo(**params), autocommit=True) as conn:
+        migrate_remote(make_conninfo("", **params))
+        with psycopg.connect(make_conninfo("", **params), autocommit=True) as conn:
             conn.execute("CREATE ROLE acode_restart_alice LOGIN")
             conn.execute("GRANT acode_sync_device TO acode_restart_alice")
         params["user"] = "acode_restart_alice"
-        yield directory, make_conninfo(**params)
+        yield directory, make_conninfo("", **params)
     finally:
         devserver.stop(directory)
         shutil.rmtree(directory, ignore_errors=True)

@@ -35,7 +35,7 @@ from acode_sync.cli import acode, sync
 from acode_sync.engine import connect_remote
 from acode_sync.runner import Runner
 from acode_sync.workspace import write
-from tests.fix_pg import ADMIN_URL, PgDatabase
+from tests.fix_pg import PgDatabase, admin_url
 from tests.fix_sync import Device, FakeClock, make_device
 
 RIGHT_PASSWORD = "right-horse-battery"
@@ -97,16 +97,16 @@ def password_cluster() -> Iterator[str]:
 def empty_database() -> Iterator[str]:
     """A database nobody ran 'migrate --remote' on; alice may connect to it."""
     name = f"acode_sync_empty_{os.getpid()}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+    with psycopg.connect(admin_url(), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     yield name
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+    with psycopg.connect(admin_url(), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def login_role(name: str, *, enrolled: bool) -> None:
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+    with psycopg.connect(admin_url(), autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone():
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
         grant = "GRANT acode_sync_device TO {}" if enrolled else "REVOKE acode_sync_device FROM {}"
@@ -116,7 +116,7 @@ def login_role(name: str, *, enrolled: bool) -> None:
 def broken_url(case: str, request: pytest.FixtureRequest, pg: PgDatabase) -> str:
     if case == "wrong password":
         params = conninfo_to_dict(request.getfixturevalue("password_cluster"))
-        return make_conninfo(**{**params, "password": WRONG_PASSWORD})
+        return make_conninfo("", **{**params, "password": WRONG_PASSWORD})
     if case == "missing database":
         return make_conninfo(pg.device_url(), dbname="acode_no_such_database")
     if case == "unenrolled role":

@@ -302,10 +302,10 @@ def test_an_edit_made_while_its_batch_is_in_flight_is_rebased_not_a_conflict(
     alice: Device, server: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import acode_sync.upload as upload
+    from acode_sync.remote import push_batch as real_push
 
     conn = alice.db()
     chat = store.new_chat(conn, "first title")
-    real_push = upload.push_batch
 
     def edit_during_flight(*args: Any) -> Any:
         writer = alice.db()  # another writer, while the batch is on the wire

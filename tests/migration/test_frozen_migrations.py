@@ -55,7 +55,9 @@ def test_every_shipped_migration_is_pinned_and_unchanged(side: str) -> None:
 def test_the_runner_records_checksums_and_refuses_a_changed_server_file(empty_db: str) -> None:
     migrate_remote(empty_db)
     with psycopg.connect(empty_db, autocommit=True) as conn:
-        recorded = dict(conn.execute("SELECT name, sha256 FROM acode_sync.migrations").fetchall())
+        recorded: dict[str, str | None] = dict(
+            conn.execute("SELECT name, sha256 FROM acode_sync.migrations").fetchall()
+        )
         assert recorded == PINNED["postgres"]
         # Recorded before checksums were kept (or by psql): unknown, accepted.
         conn.execute("UPDATE acode_sync.migrations SET sha256 = NULL")

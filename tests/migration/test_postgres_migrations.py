@@ -87,7 +87,7 @@ CATALOG: tuple[tuple[str, str], ...] = (
 
 def schema_of(url: str) -> dict[str, Any]:
     with psycopg.connect(url) as conn:
-        return {name: conn.execute(query).fetchall() for name, query in CATALOG}  # type: ignore[arg-type]
+        return {name: conn.execute(query).fetchall() for name, query in CATALOG}
 
 
 def test_runner_applies_once_and_then_is_a_no_op(empty_db: str) -> None:

@@ -17,7 +17,7 @@ def split_batches(
 ) -> list[list[OutboxRow]]:
     """The batches a drain sends, the way the Uploader cuts them: a batch off
     the head of what is left, again and again."""
-    batches = []
+    batches: list[list[OutboxRow]] = []
     while True:
         batch = take_batch(rows, batch_size, batch_bytes_max)
         if not batch:

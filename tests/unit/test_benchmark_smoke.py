@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.benchmarks_loader import load_benchmark
+from tests.benchmarks_loader import benchmark_module, load_benchmark
 
 
 def test_benchmark_runs_with_a_small_n(tmp_path: Path) -> None:
@@ -33,8 +33,26 @@ def test_benchmark_runs_with_a_small_n(tmp_path: Path) -> None:
 
 
 def test_percentile_is_nearest_rank() -> None:
-    bench = load_benchmark("outbox_write")
+    harness = benchmark_module("harness")
     ordered = list(range(1, 101))
-    assert bench.percentile(ordered, 50) == 50
-    assert bench.percentile(ordered, 99) == 99
-    assert bench.percentile([7], 99) == 7
+    assert harness.percentile(ordered, 50) == 50
+    assert harness.percentile(ordered, 99) == 99
+    assert harness.percentile(ordered[:30], 99) == 30
+    assert harness.percentile([7], 99) == 7
+
+
+def test_latency_reads_nanoseconds_and_seconds_alike() -> None:
+    harness = benchmark_module("harness")
+    from_ns = harness.Latency.of_ns([3_000_000, 1_000_000, 2_000_000])
+    from_s = harness.Latency.of_seconds([0.003, 0.001, 0.002])
+    for latency in (from_ns, from_s):
+        assert (latency.n, latency.p50_ms, latency.max_ms) == (3, 2.0, 3.0)
+
+
+def test_no_benchmark_module_is_over_400_lines() -> None:
+    folder = Path(__file__).resolve().parents[2] / "benchmarks"
+    sizes = {
+        p.relative_to(folder).as_posix(): len(p.read_text().splitlines())
+        for p in folder.rglob("*.py")
+    }
+    assert {name: n for name, n in sizes.items() if n > 400} == {}

@@ -1,0 +1,40 @@
+"""The local side of a benchmark: fresh workspace databases on the real disk."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from acode_sync.migrations import migrate_local
+from acode_sync.workspace import connect, write
+
+# A chat message of ordinary length (about 300 bytes).
+CONTENT = (
+    "Please move the token refresh out of the request handler into a background "
+    "task, keep a five minute safety margin before expiry, and log (without the "
+    "token itself) whenever a refresh fails. The existing tests for the handler "
+    "should keep passing; add one for the margin. A short note in the changelog too."
+)
+
+
+def fresh_local(path: Path, *, synchronous: str = "NORMAL") -> sqlite3.Connection:
+    """A new workspace database on disk, migrated like any workspace."""
+    if path.exists():
+        raise FileExistsError(f"{path}: the benchmark wants a fresh database file")
+    conn = connect(path, synchronous=synchronous)
+    try:
+        migrate_local(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def drop_capture_triggers(conn: sqlite3.Connection) -> None:
+    """Every trigger goes: the same tables, indexes and keys, nothing captured
+    (the baseline a captured write is held against)."""
+    with write(conn):
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+        ).fetchall():
+            conn.execute(f'DROP TRIGGER "{name}"')
