@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from acode_sync import apply, conflicts
-from acode_sync.clock import Clock, iso, utcnow
-from acode_sync.config import SyncConfig
+from acode_sync.clock import iso
 from acode_sync.link import note_contact
+from acode_sync.mover import Mover
 from acode_sync.queries import query
 from acode_sync.remote import pull_page
 from acode_sync.workspace import write
@@ -29,6 +28,8 @@ from acode_sync.workspace import write
 
 @dataclass
 class PullReport:
+    """What one pull did: pages fetched, changes received, and what became of them."""
+
     pages: int = 0
     received: int = 0
     applied: int = 0
@@ -36,23 +37,9 @@ class PullReport:
     conflicts: int = 0
 
 
-class Puller:
+@dataclass(eq=False)
+class Puller(Mover):
     """Pull pages of the change log after the cursor; apply them under the guard."""
-
-    def __init__(
-        self,
-        conn: sqlite3.Connection,
-        config: SyncConfig,
-        device_id: str,
-        *,
-        clock: Clock = utcnow,
-        conflicts_dir: Path | None = None,
-    ) -> None:
-        self.conn = conn
-        self.config = config
-        self.device_id = device_id
-        self.clock = clock
-        self.conflicts_dir = conflicts_dir
 
     def pull(self, remote: psycopg.Connection[Any], *, max_pages: int | None = None) -> PullReport:
         report = PullReport()

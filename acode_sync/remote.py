@@ -210,14 +210,12 @@ def push_batch(
 ) -> list[ItemResult]:
     """One batch: one round trip, one server transaction (the connection is in
     autocommit, so the single statement is its own transaction)."""
-    try:
-        rows = conn.execute(
-            "SELECT idempotency_key, result, version, reason, server_row "
-            "FROM acode_sync.push(%s, %s, %s::jsonb)",
-            (batch_id, device_id, items_json),
-        ).fetchall()
-    except _SETUP_ERRORS as exc:
-        raise _setup_problem(conn, exc) from None
+    rows = _call(
+        conn,
+        "SELECT idempotency_key, result, version, reason, server_row "
+        "FROM acode_sync.push(%s, %s, %s::jsonb)",
+        (batch_id, device_id, items_json),
+    )
     return [
         ItemResult(key, outcome, version, reason, row)
         for key, outcome, version, reason, row in rows
@@ -229,11 +227,19 @@ def pull_page(
 ) -> list[tuple[Any, ...]]:
     """Changes after the cursor, in seq order, each with its entity's current
     state; no payload (None) where that state is ``device_id``'s own write."""
+    return _call(
+        conn,
+        "SELECT seq, idempotency_key, entity_type, entity_id, op, version, origin_device, "
+        "changed_at, payload FROM acode_sync.pull(%s, %s, %s)",
+        (after, limit, device_id),
+    )
+
+
+def _call(
+    conn: psycopg.Connection[Any], statement: str, params: tuple[Any, ...]
+) -> list[tuple[Any, ...]]:
+    """One call of a server function; a server not set up for us is a SetupError."""
     try:
-        return conn.execute(
-            "SELECT seq, idempotency_key, entity_type, entity_id, op, version, origin_device, "
-            "changed_at, payload FROM acode_sync.pull(%s, %s, %s)",
-            (after, limit, device_id),
-        ).fetchall()
+        return conn.execute(statement, params).fetchall()
     except _SETUP_ERRORS as exc:
         raise _setup_problem(conn, exc) from None

@@ -23,30 +23,29 @@ NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 
 
 @dataclass(frozen=True)
-class Chat:
+class _Entity:
+    """What chats and messages share: identity, privacy and sync bookkeeping."""
+
     id: str
-    title: str
     privacy: str
     version: int
     sync_status: str
     created_at: str
     updated_at: str
     deleted_at: str | None
+
+
+@dataclass(frozen=True)
+class Chat(_Entity):
+    title: str
     message_count: int = 0
 
 
 @dataclass(frozen=True)
-class Message:
-    id: str
+class Message(_Entity):
     chat_id: str
     role: str
     content: str
-    privacy: str
-    version: int
-    sync_status: str
-    created_at: str
-    updated_at: str
-    deleted_at: str | None
 
 
 def _check_text(**values: str) -> None:

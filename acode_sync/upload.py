@@ -25,10 +25,8 @@ from __future__ import annotations
 import json
 import logging
 import random
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -37,8 +35,7 @@ from ulid import ULID
 from acode_sync import conflicts, outbox, privacy
 from acode_sync.apply import ENTITY_TABLE
 from acode_sync.batching import coalesce, take_batch
-from acode_sync.clock import Clock, iso, utcnow
-from acode_sync.config import SyncConfig
+from acode_sync.clock import iso
 from acode_sync.errors import (
     BATCH_FAILED,
     INVALID_PAYLOAD,
@@ -47,6 +44,7 @@ from acode_sync.errors import (
     SetupError,
 )
 from acode_sync.link import note_contact
+from acode_sync.mover import Mover
 from acode_sync.outbox import OutboxRow, claim_due
 from acode_sync.queries import query
 from acode_sync.remote import ItemResult, push_batch
@@ -62,6 +60,9 @@ Rand = Callable[[], float]
 
 @dataclass
 class PushReport:
+    """What one push did, item by item outcome, and the errors to show."""
+
+    errors: list[str] = field(default_factory=list)
     batches: int = 0
     sent: int = 0
     applied: int = 0
@@ -72,7 +73,6 @@ class PushReport:
     withheld: int = 0
     # A batch was answered: the server is reachable again in this cycle.
     reached: bool = False
-    errors: list[str] = field(default_factory=list)
     # Set when the link failed mid-cycle (one of ``errors``): status says offline.
     link_error: str | None = None
 
@@ -81,24 +81,14 @@ class PushReport:
         return self.applied + self.duplicates
 
 
-class Uploader:
-    def __init__(
-        self,
-        conn: sqlite3.Connection,
-        config: SyncConfig,
-        device_id: str,
-        *,
-        clock: Clock = utcnow,
-        rand: Rand = random.random,
-        conflicts_dir: Path | None = None,
-    ) -> None:
-        self.conn = conn
-        self.conflicts_dir = conflicts_dir
-        self.config = config
-        self.device_id = device_id
-        self.clock = clock
-        self.rand = rand
-        self.policy = RetryPolicy.from_config(config.retry)
+@dataclass(eq=False)
+class Uploader(Mover):
+    """The batch mover: claim, coalesce, check, send, mark (see the module docstring)."""
+
+    rand: Rand = field(default=random.random, kw_only=True)
+
+    def __post_init__(self) -> None:
+        self.policy = RetryPolicy.from_config(self.config.retry)
 
     def push(
         self,
