@@ -290,7 +290,8 @@ class EngineThread:
         tracker = Tracker(local, self.engine.config)
         version = _data_version(local)
         outbox = _max_outbox(local)
-        next_cycle = next_head = time.monotonic()
+        next_cycle = time.monotonic()  # the first cycle now, the first head check after it
+        next_head = next_cycle + follow.head_check_seconds
         while True:
             now = time.monotonic()
             timeout = max(0.0, next_cycle - now)

@@ -76,6 +76,7 @@ class Tracker:
         self.conn = conn
         self.config = config
         self._before: dict[Key, str] = {}
+        self._outbox = 0
         self._inbox = self._max("SELECT max(seq) FROM sync_inbox")
         self._conflict = self._max("SELECT max(id) FROM sync_conflicts")
         self._health: Health | None = None
@@ -85,6 +86,7 @@ class Tracker:
         return int(self.conn.execute(sql).fetchone()[0] or 0)
 
     def before(self) -> None:
+        self._outbox = self._max("SELECT max(seq) FROM sync_outbox")
         self._before = {(t, i): s for t, i, s in self.conn.execute(_OPEN_ENTITIES)}
 
     def after(self) -> list[Event]:
@@ -96,6 +98,11 @@ class Tracker:
         ).fetchall()
         self._inbox = max(self._inbox, self._max("SELECT max(seq) FROM sync_inbox"))
         keys: dict[Key, str | None] = dict(self._before)
+        # Written while the cycle ran (and maybe pushed by it): they were Pending.
+        for kind, ident in self.conn.execute(
+            "SELECT entity_type, entity_id FROM sync_outbox WHERE seq > ?", (self._outbox,)
+        ):
+            keys.setdefault((kind, ident), "Pending")
         for kind, ident in inbox:
             keys.setdefault((kind, ident), None)
         now = self._statuses(keys)
