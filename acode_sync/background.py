@@ -10,7 +10,9 @@ that answers and refuses us (a :class:`SetupError`) is tried again only every
 runs a cycle (a pull in it every ``download.poll_interval_seconds``), one
 batch per cycle so that :meth:`EngineThread.stop` waits for at most one batch
 in flight (a backlog is drained by cycles back to back). With
-``follow.enabled`` it also checks, cheaply and often:
+``follow.enabled`` it also checks, cheaply and often (without it, the head
+check below still runs, once per upload poll, so that another device's change
+waits for an upload poll rather than the slower download poll):
 
 - the local file: ``PRAGMA data_version`` on its own connection every
   ``follow.local_check_seconds`` (it changes when any other connection, in any
@@ -287,16 +289,19 @@ class EngineThread:
 
     def _loop(self, local: sqlite3.Connection) -> None:
         follow = self.engine.config.follow
+        # Without write-following the head is still probed, once per upload poll:
+        # another device's change waits for that poll, not the download poll.
+        head_every = follow.head_check_seconds if follow.enabled else self.supervisor.interval
         tracker = Tracker(local, self.engine.config)
         version = _data_version(local)
         outbox = _max_outbox(local)
         next_cycle = time.monotonic()  # the first cycle now, the first head check after it
-        next_head = next_cycle + follow.head_check_seconds
+        next_head = next_cycle + head_every
         while True:
             now = time.monotonic()
-            timeout = max(0.0, next_cycle - now)
+            timeout = max(0.0, min(next_cycle, next_head) - now)
             if follow.enabled:
-                timeout = min(timeout, follow.local_check_seconds, max(0.0, next_head - now))
+                timeout = min(timeout, follow.local_check_seconds)
             with self._cond:
                 if not (self._stopping or self._requests or self._woken):
                     self._cond.wait(timeout)
@@ -311,14 +316,17 @@ class EngineThread:
             now = time.monotonic()
             due = due or now >= next_cycle
             pull = False
-            if follow.enabled and not self.supervisor.quiet:
-                seen = _data_version(local)
-                if seen != version:
-                    version = seen
-                    due = due or _max_outbox(local) > outbox
+            if not self.supervisor.quiet:
+                if follow.enabled:
+                    seen = _data_version(local)
+                    if seen != version:
+                        version = seen
+                        due = due or _max_outbox(local) > outbox
                 if now >= next_head:
-                    next_head = now + follow.head_check_seconds
+                    next_head = now + head_every
                     pull = self._head_moved()
+            elif now >= next_head:
+                next_head = now + head_every
             if not (due or pull):
                 continue
             outbox = _max_outbox(local)
@@ -336,7 +344,6 @@ class EngineThread:
     def _serve(self, request: _Request, tracker: Tracker) -> None:
         try:
             request.report = self._run(tracker, force_pull=True, ignore_backoff=True, reraise=True)
-            request.report = request.report or None
         except BaseException as exc:  # handed to the caller, who raises it
             request.error = exc
         finally:

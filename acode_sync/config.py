@@ -54,7 +54,8 @@ class DownloadConfig:
 class FollowConfig:
     """Write-following (issue 11): the embedded engine's fast, cheap checks.
 
-    Off by default: then the poll intervals above alone pace the engine. On,
+    Off by default: then the upload poll paces the engine (with one probe of
+    the server's head per poll, so a pull waits at most an upload poll). On,
     a local commit is noticed within ``local_check_seconds`` (``PRAGMA
     data_version`` on a dedicated connection) and pushed at once, and other
     devices' changes within ``head_check_seconds`` (one index probe of the
@@ -64,7 +65,7 @@ class FollowConfig:
 
     enabled: bool = False
     local_check_seconds: float = 0.1
-    head_check_seconds: float = 1.0
+    head_check_seconds: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -286,7 +287,7 @@ sync:
   follow:
     enabled: false
     local_check_seconds: 0.1
-    head_check_seconds: 1.0
+    head_check_seconds: 0.5
 """
 
 

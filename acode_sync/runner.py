@@ -1,14 +1,14 @@
 """Operating the engine: the background processor (``run``) and the operator's
 controls (pause/resume, retry of failed items).
 
-The processor is a plain loop around :meth:`SyncEngine.sync_once`, which
-honours backoff and the pause flag and holds the workspace lock, so ``run``,
-a cron ``once`` and a user's ``now`` can share a workspace. Between cycles it
-waits ``upload.poll_interval_seconds`` on a :class:`threading.Event`: a stop
-request wakes it at once, and a test injects its own event and a short
-interval instead of sleeping. Each cycle pushes; it pulls too when
-``download.poll_interval_seconds`` have passed since the last good pull
-(:meth:`Runner.cycle`), so the pull keeps its own, slower cadence.
+The processor is the engine's own thread (``SyncEngine.start``, the loop and
+its cycle policy in ``acode_sync.background``) plus what a daemon needs: the
+rq-style signal handling below and the Prometheus endpoint. :class:`Runner`
+is the cycle policy (a ``Supervisor``) that also counts outcomes for the
+metrics; the thread runs it every ``upload.poll_interval_seconds`` (a test
+passes a short interval, or calls :meth:`Runner.cycle` on a fake clock). Each
+cycle pushes; it pulls too when the server's head moved or
+``download.poll_interval_seconds`` have passed since the last good pull.
 
 Offline is a state, not a crash: a cycle that cannot reach the remote changes
 nothing locally (see ``upload``), logs one line, and the loop keeps polling;
