@@ -23,6 +23,7 @@ import psycopg
 import pytest
 
 from acode_sync import (
+    ConflictResolved,
     EntityStatusChanged,
     Event,
     HealthChanged,
@@ -204,3 +205,27 @@ def test_pause_from_the_api_and_from_another_process_stops_movement(
         conn.close()
     into = [m for i, m in enumerate(modes) if m == "paused" and modes[i - 1 : i] != ["paused"]]
     assert len(into) == modes.count("paused") == 2  # once per pause, not once per cycle
+
+
+def test_a_conflict_lost_by_this_device_is_told_once(
+    tmp_path: Path, pg: PgDatabase, server: psycopg.Connection[Any]
+) -> None:
+    a = device(tmp_path, pg, "a")
+    b = device(tmp_path, pg, "b", **{"conflict.policy": "remote_wins"})
+    conn_a, conn_b = a.db(), b.db()
+    chat = store.new_chat(conn_a, "original")
+    engine_of(a).sync_now(timeout=WAIT)
+    engine_of(b).sync_now(timeout=WAIT)
+    store.rename_chat(conn_a, chat, "renamed on a")
+    store.rename_chat(conn_b, chat, "renamed on b")  # on version 1, like a's
+    engine_of(a).sync_now(timeout=WAIT)  # a's reaches the server first
+    seen: list[Event] = []
+    with engine_of(b, on_event=seen.append) as engine:
+        wait_until(lambda: any(isinstance(e, ConflictResolved) for e in seen), "the conflict")
+        engine.sync_now(timeout=WAIT)  # more cycles: nothing is told twice
+    (lost,) = [e for e in seen if isinstance(e, ConflictResolved)]
+    assert (lost.entity_type, lost.entity_id, lost.policy) == ("chat", chat, "remote_wins")
+    moves = [e for e in seen if isinstance(e, EntityStatusChanged) and e.entity_id == chat]
+    assert [(e.old, e.new) for e in moves] == [("Pending", "Conflict")]
+    conn_a.close()
+    conn_b.close()
