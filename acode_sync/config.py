@@ -51,6 +51,24 @@ class DownloadConfig:
 
 
 @dataclass(frozen=True)
+class FollowConfig:
+    """Write-following (issue 11): the embedded engine's fast, cheap checks.
+
+    Off by default: then the upload poll paces the engine (with one probe of
+    the server's head per poll, so a pull waits at most an upload poll). On,
+    a local commit is noticed within ``local_check_seconds`` (``PRAGMA
+    data_version`` on a dedicated connection) and pushed at once, and other
+    devices' changes within ``head_check_seconds`` (one index probe of the
+    server's change log; a pull only when its head moved). The poll intervals
+    stay upper bounds either way.
+    """
+
+    enabled: bool = False
+    local_check_seconds: float = 0.1
+    head_check_seconds: float = 0.5
+
+
+@dataclass(frozen=True)
 class ConflictConfig:
     policy: str = "last_write_wins"
     preserve_original: bool = True
@@ -74,6 +92,7 @@ class SyncConfig:
     download: DownloadConfig = field(default_factory=DownloadConfig)
     conflict: ConflictConfig = field(default_factory=ConflictConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    follow: FollowConfig = field(default_factory=FollowConfig)
 
 
 Check = Callable[[Any], str | None]
@@ -124,6 +143,9 @@ _KEYS: dict[str, Check] = {
     "conflict.policy": _policy,
     "conflict.preserve_original": _boolean,
     "retention.days": _positive_number,
+    "follow.enabled": _boolean,
+    "follow.local_check_seconds": _positive_number,
+    "follow.head_check_seconds": _positive_number,
 }
 _SECTIONS = {key.split(".")[0] for key in _KEYS if "." in key}
 
@@ -188,6 +210,7 @@ def parse_config(document: Any, where: str) -> SyncConfig:
         download=pick(DownloadConfig, "download"),
         conflict=pick(ConflictConfig, "conflict"),
         retention=pick(RetentionConfig, "retention"),
+        follow=pick(FollowConfig, "follow"),
     )
 
 
@@ -256,6 +279,15 @@ sync:
   # Synced outbox rows and applied inbox rows are pruned after this many days
   retention:
     days: 7
+
+  # Write-following for an embedded engine (SyncEngine.start): push a local
+  # commit within local_check_seconds, pull another device's change within
+  # head_check_seconds (a one-row probe of the server's log). The poll
+  # intervals above stay upper bounds.
+  follow:
+    enabled: false
+    local_check_seconds: 0.1
+    head_check_seconds: 0.5
 """
 
 

@@ -1,4 +1,6 @@
-"""The SyncEngine: one cycle (push, then pull and apply), the workspace lock.
+"""The SyncEngine: one cycle (push, then pull and apply), the workspace lock,
+and the embeddable engine around it (start/stop/sync_now/status/pause/resume,
+its thread in ``acode_sync.background``; docs/API.md).
 
 A cycle holds an exclusive lock on ``.agent/sync.lock`` so that a cron
 ``once``, a user's ``now`` and a running ``run`` never move the same rows at
@@ -13,10 +15,10 @@ import os
 import random
 import shlex
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -24,13 +26,28 @@ from typing import IO, Any
 import psycopg
 
 from acode_sync import remote
+from acode_sync.background import EngineThread, Listener, Supervisor
 from acode_sync.clock import Clock, iso, utcnow
 from acode_sync.config import SyncConfig
 from acode_sync.download import Puller, PullReport
-from acode_sync.errors import LINK, SETUP, ConnectionFailed, SetupError, UsageError, WorkspaceBusy
+from acode_sync.errors import (
+    LINK,
+    SETUP,
+    ConnectionFailed,
+    SetupError,
+    SyncTimeout,
+    UsageError,
+    WorkspaceBusy,
+)
+from acode_sync.health import Health, figures
 from acode_sync.link import note_contact, note_down
 from acode_sync.queries import query
-from acode_sync.upload import PushReport, Uploader
+from acode_sync.report import CycleReport as CycleReport
+from acode_sync.state import is_paused as is_paused
+from acode_sync.state import note_error as note_error
+from acode_sync.state import set_kind as _set_kind
+from acode_sync.state import set_paused
+from acode_sync.upload import Uploader
 from acode_sync.workspace import Workspace, write
 
 log = logging.getLogger(__name__)
@@ -48,19 +65,6 @@ def connect_remote(url: str) -> psycopg.Connection[Any]:
     return remote.connect(url, autocommit=True, prepare_threshold=None)
 
 
-@dataclass
-class CycleReport:
-    paused: bool = False
-    disabled: bool = False
-    push: PushReport = field(default_factory=PushReport)
-    pull: PullReport = field(default_factory=PullReport)
-    pull_failed: bool = False
-
-    @property
-    def incomplete(self) -> bool:
-        return bool(self.push.failed or self.push.rejected or self.pull_failed)
-
-
 class SyncEngine:
     def __init__(
         self,
@@ -71,6 +75,7 @@ class SyncEngine:
         rand: Callable[[], float] = random.random,
         connect: Connect = connect_remote,
         on_wait: Callable[[str], None] = log.warning,
+        on_event: Listener | None = None,
     ) -> None:
         self.workspace = workspace
         self.on_wait = on_wait
@@ -78,6 +83,82 @@ class SyncEngine:
         self.clock = clock
         self.rand = rand
         self.connect = connect
+        self._listeners: list[Listener] = [on_event] if on_event is not None else []
+        self._thread: EngineThread | None = None
+        self._guard = threading.Lock()
+
+    # -- the embeddable engine (any thread may call these) ---------------------------
+
+    def start(self, *, supervisor: Supervisor | None = None) -> None:
+        """Start the engine's background thread and return at once (a no-op when
+        it runs). ``supervisor``: the cycle policy (``acode-sync run`` passes its
+        Runner, which counts cycles for its metrics)."""
+        self.remote_url()  # a configuration error stops us here, not on the thread
+        _ = self.device_id
+        with self._guard:
+            if self._thread is not None and self._thread.alive:
+                return
+            self._thread = EngineThread(supervisor or Supervisor(self), self._listeners)
+            self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Let the batch in flight finish (an interrupted one rolls back: the
+        outbox rows stay Pending and are answered as duplicates next time), then
+        join the thread. True when the thread is gone within ``timeout``."""
+        with self._guard:
+            thread, self._thread = self._thread, None
+        return thread is None or thread.stop(timeout)
+
+    def sync_now(self, timeout: float | None = None) -> CycleReport:
+        """One full cycle (push, pull, apply; backoff ignored) on the engine's
+        thread, and its report. Raises the cycle's coded error (ConnectionFailed,
+        SetupError, ...), or SyncTimeout after ``timeout`` seconds. On an engine
+        that is not started, the cycle runs on a thread of its own."""
+        with self._guard:
+            thread = self._thread
+        if thread is not None and thread.alive:
+            return thread.sync_now(timeout)
+        return _off_thread(lambda: self.sync_once(ignore_backoff=True), timeout)
+
+    def status(self) -> Health:
+        """The figures of ``acode-sync status --json`` (``.as_json()`` is that document)."""
+        conn = self.workspace.connect(readonly=True)
+        try:
+            return figures(conn, self.clock(), self.config)
+        finally:
+            conn.close()
+
+    def pause(self) -> None:
+        """Persist the pause flag (``acode sync pause``'s): nothing moves, in
+        this process or any other, until :meth:`resume`."""
+        self._set_paused(True)
+
+    def resume(self) -> None:
+        """Clear the pause flag; a started engine syncs at once."""
+        self._set_paused(False)
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` on the engine's thread (acode_sync.events)."""
+        self._listeners.append(listener)
+
+    def _set_paused(self, paused: bool) -> None:
+        conn = self.workspace.connect()
+        try:
+            set_paused(conn, paused)
+        finally:
+            conn.close()
+        thread = self._thread
+        if thread is not None:
+            thread.wake()
+
+    def __enter__(self) -> SyncEngine:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    # -- one cycle -------------------------------------------------------------------
 
     @property
     def device_id(self) -> str:
@@ -266,27 +347,25 @@ def prune(conn: Any, before: datetime) -> tuple[int, int]:
     return int(outbox), int(inbox)
 
 
-def is_paused(conn: Any) -> bool:
-    row = conn.execute("SELECT paused FROM sync_state WHERE id = 1").fetchone()
-    return bool(row and row[0])
+def _off_thread(work: Callable[[], CycleReport], timeout: float | None) -> CycleReport:
+    """Run ``work`` on a thread of its own; its result, or its error, or SyncTimeout."""
+    box: list[CycleReport] = []
+    errors: list[BaseException] = []
 
+    def target() -> None:
+        try:
+            box.append(work())
+        except BaseException as exc:  # handed to the caller, who raises it
+            errors.append(exc)
 
-def note_error(conn: Any, message: str, kind: str | None, clock: Clock) -> None:
-    """Record the last failure and its kind (LINK, SETUP, or None: anything else);
-    a link failure also marks the link down (acode_sync.link)."""
-    now = iso(clock())
-    with write(conn):
-        conn.execute(
-            "UPDATE sync_state SET last_error = ?, last_error_at = ? WHERE id = 1",
-            (message, now),
-        )
-        _set_kind(conn, kind)
-        if kind == LINK:
-            note_down(conn, now)
-
-
-def _set_kind(conn: Any, kind: str | None) -> None:
-    conn.execute("UPDATE sync_last_error SET kind = ? WHERE id = 1", (kind,))
+    worker = threading.Thread(target=target, name="acode-sync sync_now", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise SyncTimeout(f"sync_now: no result after {timeout:g}s; the cycle goes on")
+    if errors:
+        raise errors[0]
+    return box[0]
 
 
 def _first(errors: list[str]) -> str | None:

@@ -17,8 +17,10 @@ one line and an exit code in one place (``AcodeGroup`` in
         ├── SyncIncomplete              the command already said what failed
         ├── TransientError              worth retrying with backoff
         │   ├── ConnectionFailed        ACODE-SYNC-001
-        │   └── WorkspaceBusy           ACODE-SYNC-002 (another process holds the
-        │                               workspace lock, or the database's write lock)
+        │   ├── WorkspaceBusy           ACODE-SYNC-002 (another process holds the
+        │   │                           workspace lock, or the database's write lock)
+        │   └── SyncTimeout             ACODE-SYNC-002 (SyncEngine.sync_now: no result
+        │                               within its timeout, or the engine is stopped)
         └── PermanentError              never retried
             └── InvalidPayload          ACODE-SYNC-005
 
@@ -177,6 +179,13 @@ class WorkspaceBusy(TransientError):
     ACODE-SYNC-002 (batch failed): the batch could not be sent now, for a
     reason that passes by itself; exit 1 like any incomplete sync, since the
     command was right and only its timing was not."""
+
+    code = BATCH_FAILED
+
+
+class SyncTimeout(TransientError):
+    """``SyncEngine.sync_now`` had no result within its timeout (the cycle goes
+    on on the engine's thread), or the engine was stopped."""
 
     code = BATCH_FAILED
 

@@ -1,14 +1,14 @@
 """Operating the engine: the background processor (``run``) and the operator's
 controls (pause/resume, retry of failed items).
 
-The processor is a plain loop around :meth:`SyncEngine.sync_once`, which
-honours backoff and the pause flag and holds the workspace lock, so ``run``,
-a cron ``once`` and a user's ``now`` can share a workspace. Between cycles it
-waits ``upload.poll_interval_seconds`` on a :class:`threading.Event`: a stop
-request wakes it at once, and a test injects its own event and a short
-interval instead of sleeping. Each cycle pushes; it pulls too when
-``download.poll_interval_seconds`` have passed since the last good pull
-(:meth:`Runner.cycle`), so the pull keeps its own, slower cadence.
+The processor is the engine's own thread (``SyncEngine.start``, the loop and
+its cycle policy in ``acode_sync.background``) plus what a daemon needs: the
+rq-style signal handling below and the Prometheus endpoint. :class:`Runner`
+is the cycle policy (a ``Supervisor``) that also counts outcomes for the
+metrics; the thread runs it every ``upload.poll_interval_seconds`` (a test
+passes a short interval, or calls :meth:`Runner.cycle` on a fake clock). Each
+cycle pushes; it pulls too when the server's head moved or
+``download.poll_interval_seconds`` have passed since the last good pull.
 
 Offline is a state, not a crash: a cycle that cannot reach the remote changes
 nothing locally (see ``upload``), logs one line, and the loop keeps polling;
@@ -34,25 +34,23 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from types import FrameType
 from wsgiref.simple_server import WSGIServer
 
-import psycopg
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
+from acode_sync.background import Supervisor
 from acode_sync.clock import Clock, iso
-from acode_sync.engine import SyncEngine, note_error
+from acode_sync.engine import SyncEngine
 from acode_sync.errors import (
     EXIT_SYNC_INCOMPLETE,
-    AcodeSyncError,
-    ConnectionFailed,
-    SetupError,
     UsageError,
 )
 from acode_sync.health import Health, build_registry, figures
 from acode_sync.outbox import OutboxRow
 from acode_sync.queries import query
+from acode_sync.state import set_paused as set_paused
 from acode_sync.workspace import write
 
 log = logging.getLogger(__name__)
@@ -60,8 +58,9 @@ log = logging.getLogger(__name__)
 METRICS_ADDR = "127.0.0.1"
 
 
-class Runner:
-    """The background processor of one workspace."""
+class Runner(Supervisor):
+    """The background processor of one workspace: the engine's thread
+    (``SyncEngine.start``) plus signal handling and the metrics endpoint."""
 
     def __init__(
         self,
@@ -72,29 +71,23 @@ class Runner:
         metrics_port: int | None = None,
         clock: Clock | None = None,
     ) -> None:
-        self.engine = engine
+        super().__init__(engine, interval=interval, clock=clock)
+        self.sync_engine = engine
         self.stop = stop or threading.Event()
-        self.interval = engine.config.upload.poll_interval_seconds if interval is None else interval
         self.metrics_port = metrics_port
-        self.clock = clock or engine.clock
         self.signals = 0
-        self.cycles = 0
         self.metrics_url: str | None = None
-        self._offline = False
-        self._refused: str | None = None  # the set-up error of this episode, if any
-        self._retry_at: datetime | None = None
-        self._paused = False
-        self._last_pull: datetime | None = None
         self._registry: CollectorRegistry | None = None
         self._outcomes: Counter | None = None
 
     # -- the loop --------------------------------------------------------------
 
     def run(self, announce: Callable[[str], None] = log.info) -> int:
-        """Poll until stopped; returns the exit code (0). ``announce`` gets the
-        start-up lines (the CLI prints them, a library user may log them)."""
+        """Run the engine's thread until stopped; returns the exit code (0).
+        ``announce`` gets the start-up lines (the CLI prints them, a library
+        user may log them)."""
         self.engine.remote_url()  # a configuration error stops us before the loop
-        _ = self.engine.device_id
+        _ = self.sync_engine.device_id
         server = self._start_metrics()
         announce(
             f"Running: polling every {self.interval:g}s. "
@@ -103,9 +96,9 @@ class Runner:
         if self.metrics_url:
             announce(f"Metrics: {self.metrics_url}")
         try:
-            while not self.stop.is_set():
-                self.cycle()
-                self.stop.wait(self._wait())
+            self.sync_engine.start(supervisor=self)
+            self.stop.wait()
+            self.sync_engine.stop()
         finally:
             if server is not None:
                 httpd, thread = server
@@ -114,73 +107,6 @@ class Runner:
                 thread.join()
         log.info("stopped after %d cycle(s)", self.cycles)
         return 0
-
-    def _wait(self) -> float:
-        if self._retry_at is None:
-            return self.interval
-        return max(self.interval, (self._retry_at - self.clock()).total_seconds())
-
-    def cycle(self) -> None:
-        """One cycle that never lets an expected failure end the loop."""
-        now = self.clock()
-        if self._retry_at is not None and now < self._retry_at:
-            return  # refused: the next attempt is at the backoff cap
-        self.cycles += 1
-        cadence = self.engine.config.download.poll_interval_seconds
-        pull = self._last_pull is None or (now - self._last_pull).total_seconds() >= cadence
-        try:
-            report = self.engine.sync_once(pull=pull)
-        except ConnectionFailed as exc:
-            self._count("offline")
-            self._end_refusal()
-            if not self._offline:
-                log.warning("%s; changes queue locally, retrying every %gs", exc, self.interval)
-            else:
-                log.debug("still offline: %s", exc)
-            self._offline = True
-            return
-        except SetupError as exc:
-            self._count("setup")
-            self._refuse(exc, now)
-            return
-        except (AcodeSyncError, psycopg.Error, sqlite3.OperationalError) as exc:
-            # A lock held by a long `now`, a busy database, a server without our
-            # schema: record it for `status`, and try again next time.
-            self._count("error")
-            self._end_refusal()
-            log.warning("cycle failed: %s", exc)
-            self._note(str(exc))
-            return
-        if pull and not report.paused and not report.pull_failed:
-            self._last_pull = now
-        if self._offline:
-            log.warning("remote reachable again")
-            self._offline = False
-        if self._refused is not None:
-            log.warning("the remote accepts us again")
-            self._end_refusal()
-        if report.paused != self._paused:
-            log.warning("sync %s", "paused: changes queue locally" if report.paused else "resumed")
-            self._paused = report.paused
-        self._count("paused" if report.paused else "incomplete" if report.incomplete else "ok")
-        for error in report.push.errors:
-            log.warning("%s", error)
-        if report.push.uploaded:
-            log.info("uploaded %d item(s)", report.push.uploaded)
-
-    def _refuse(self, exc: SetupError, now: datetime) -> None:
-        cap = self.engine.config.retry.max_delay_seconds
-        if str(exc) != self._refused:
-            log.error("%s. Sync waits for this; trying again every %gs.", exc, cap)
-        else:
-            log.debug("still refused: %s", exc)
-        self._refused = str(exc)
-        self._retry_at = now + timedelta(seconds=cap)
-        self._offline = False  # it answered: whatever comes next is news
-
-    def _end_refusal(self) -> None:
-        self._refused = None
-        self._retry_at = None
 
     # -- stopping ---------------------------------------------------------------
 
@@ -227,7 +153,7 @@ class Runner:
             )
         return self._registry
 
-    def _count(self, outcome: str) -> None:
+    def count(self, outcome: str) -> None:
         if self._outcomes is not None:
             self._outcomes.labels(outcome).inc()
 
@@ -246,24 +172,8 @@ class Runner:
         self.metrics_url = f"http://{METRICS_ADDR}:{httpd.server_port}/metrics"
         return httpd, thread
 
-    def _note(self, message: str) -> None:
-        try:
-            conn = self.engine.workspace.connect()
-            try:
-                note_error(conn, message, None, self.clock)
-            finally:
-                conn.close()
-        except (AcodeSyncError, sqlite3.Error) as exc:
-            log.debug("could not record the error: %s", exc)
-
 
 # -- the operator's controls ----------------------------------------------------
-
-
-def set_paused(conn: sqlite3.Connection, paused: bool) -> None:
-    """Persist the pause flag; a paused engine uploads and downloads nothing."""
-    with write(conn):
-        conn.execute("UPDATE sync_state SET paused = ? WHERE id = 1", (int(paused),))
 
 
 @dataclass(frozen=True)

@@ -115,8 +115,24 @@ def find_workspace(explicit: str | os.PathLike[str] | None = None) -> Workspace:
     )
 
 
+# Files whose header this process has read: (st_dev, st_ino).
+_CHECKED: set[tuple[int, int]] = set()
+
+
 def check_sqlite_file(path: Path) -> None:
-    """Refuse a file that exists but is not an SQLite database, before touching it."""
+    """Refuse a file that exists but is not an SQLite database, before touching it.
+
+    Once per file and process: closing *any* descriptor of a file drops every
+    POSIX lock this process holds on it, SQLite's included. A process that
+    keeps a connection open (the engine's thread) and read the header again
+    would lose its locks, and another process could then checkpoint and reset
+    the WAL under it: "database disk image is malformed"."""
+    try:
+        stat = path.stat()
+    except OSError:
+        stat = None
+    if stat is not None and (stat.st_dev, stat.st_ino) in _CHECKED:
+        return
     try:
         with path.open("rb") as handle:
             head = handle.read(len(SQLITE_MAGIC))
@@ -128,6 +144,8 @@ def check_sqlite_file(path: Path) -> None:
         raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
     if head and head != SQLITE_MAGIC:
         raise UsageError(f"{path}: not an SQLite database (file header does not match)")
+    if head and stat is not None:
+        _CHECKED.add((stat.st_dev, stat.st_ino))
 
 
 def connect(path: Path | str, *, synchronous: str = "NORMAL") -> sqlite3.Connection:

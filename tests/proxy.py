@@ -6,6 +6,8 @@
                                  # new ones are accepted and reset at once
         proxy.restore()          # connections work again
         proxy.cut_after_bytes(500)  # forward 500 more client->server bytes, then cut()
+        proxy.hold()             # forward nothing, either way, until release():
+        proxy.release()          # a network that stalls without failing
 
 One thread accepts; one thread per connection pair pumps both directions with
 ``select`` and a short tick, so a cut lands within ~50 ms. Every thread is a
@@ -45,7 +47,12 @@ class _Pair:
         abrupt = False
         try:
             while open_from and not self.cut.is_set():
+                if self.proxy.is_held:
+                    self.cut.wait(_TICK)  # bytes wait in the kernel's buffers
+                    continue
                 readable, _, _ = select.select(list(open_from), [], [], _TICK)
+                if self.proxy.is_held:  # held while we waited: bytes that came stay
+                    continue
                 for src in readable:
                     data = src.recv(65536)
                     dst = open_from[src]
@@ -92,6 +99,7 @@ class TcpProxy:
         self._cut = False
         self._budget: int | None = None
         self._losing_replies = False
+        self._held = False
         self._stopping = threading.Event()
         self._listener: socket.socket | None = None
         self._acceptor: threading.Thread | None = None
@@ -122,6 +130,18 @@ class TcpProxy:
         for pair in pairs:
             if pair.thread is not threading.current_thread():
                 pair.thread.join(timeout=5)
+
+    @property
+    def is_held(self) -> bool:
+        return self._held
+
+    def hold(self) -> None:
+        """Stall every connection (live and new): nothing is forwarded, nothing
+        fails, until :meth:`release`."""
+        self._held = True
+
+    def release(self) -> None:
+        self._held = False
 
     def restore(self) -> None:
         with self._lock:

@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,26 +274,6 @@ def test_being_offline_is_still_001_exit_1_and_mode_offline(tmp_path: Path) -> N
 # -- the background processor ---------------------------------------------------
 
 
-class TickingEvent(threading.Event):
-    """The run loop's stop event, on a fake clock: each wait moves the clock by
-    its timeout at once and is recorded; after ``waits`` waits it is set."""
-
-    def __init__(self, clock: FakeClock, waits: int) -> None:
-        super().__init__()
-        self.clock = clock
-        self.left = waits
-        self.timeouts: list[float] = []
-
-    def wait(self, timeout: float | None = None) -> bool:
-        assert timeout is not None
-        self.timeouts.append(timeout)
-        self.clock.advance(timeout)
-        self.left -= 1
-        if self.left <= 0:
-            self.set()
-        return self.is_set()
-
-
 def counting(attempts: list[str]) -> Any:
     def connect(url: str) -> psycopg.Connection[Any]:
         attempts.append(url)
@@ -320,11 +299,17 @@ def test_run_survives_a_refusal_logs_it_once_and_retries_at_the_backoff_cap(
     attempts: list[str] = []
     engine = device.engine()
     engine.connect = counting(attempts)
-    stop = TickingEvent(clock, waits=4)
     caplog.set_level(logging.DEBUG, logger="acode_sync")
-    assert Runner(engine, stop=stop, interval=5, clock=clock).run() == 0  # never exits early
+    # The engine's thread runs Supervisor.cycle() and then waits Supervisor.wait():
+    # the same two steps here, on the fake clock.
+    runner = Runner(engine, interval=5, clock=clock)
+    timeouts: list[float] = []
+    for _ in range(4):
+        runner.cycle()  # never raises: a refusal is a state of the loop
+        timeouts.append(runner.wait())
+        clock.advance(timeouts[-1])
     cap = float(engine.config.retry.max_delay_seconds)
-    assert stop.timeouts == [cap] * 4  # not the 5 s poll: the cap, between attempts
+    assert timeouts == [cap] * 4  # not the 5 s poll: the cap, between attempts
     assert len(attempts) == 4
     (logged,) = refusals(caplog)  # once for the episode, not once per attempt
     assert f"role {STRANGER} is not enrolled" in logged

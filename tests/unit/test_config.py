@@ -105,3 +105,13 @@ def test_passwords_are_never_printed() -> None:
     assert "s3cret" not in shown
     assert shown == "postgresql://alice@db.example:6543/acode"
     assert "hunter2" not in redact("host=h user=u password=hunter2 dbname=d")
+
+
+def test_follow_keys_default_off_and_are_validated() -> None:
+    config = parse_config(None, "c.yml")
+    assert (config.follow.enabled, config.follow.local_check_seconds) == (False, 0.1)
+    assert config.follow.head_check_seconds == 0.5
+    on = parse_config({"sync": {"follow": {"enabled": True, "head_check_seconds": 2}}}, "c.yml")
+    assert on.follow.enabled and on.follow.head_check_seconds == 2
+    with pytest.raises(ConfigError, match=r"sync\.follow\.local_check_seconds"):
+        parse_config({"sync": {"follow": {"local_check_seconds": 0}}}, "c.yml")
