@@ -22,8 +22,9 @@ from acode_sync import apply, conflicts
 from acode_sync.clock import Clock, iso, utcnow
 from acode_sync.config import SyncConfig
 from acode_sync.link import note_contact
+from acode_sync.progress import DOWNLOAD, Progress
 from acode_sync.queries import query
-from acode_sync.remote import pull_page
+from acode_sync.remote import head_seq, pull_page
 from acode_sync.workspace import write
 
 
@@ -54,9 +55,18 @@ class Puller:
         self.clock = clock
         self.conflicts_dir = conflicts_dir
 
-    def pull(self, remote: psycopg.Connection[Any], *, max_pages: int | None = None) -> PullReport:
+    def pull(
+        self,
+        remote: psycopg.Connection[Any],
+        *,
+        max_pages: int | None = None,
+        progress: Progress | None = None,
+    ) -> PullReport:
         report = PullReport()
         self.apply_inbox(report)  # whatever a crash left between the two steps
+        if progress is not None:
+            start = self.conn.execute("SELECT pull_cursor FROM sync_state").fetchone()[0]
+            progress.total(DOWNLOAD, max(0, head_seq(remote) - start))
         page_size = self.config.download.page_size
         caught_up = False
         while max_pages is None or report.pages < max_pages:
@@ -78,6 +88,8 @@ class Puller:
             report.pages += 1
             report.received += len(rows)
             self.apply_inbox(report)
+            if progress is not None:
+                progress.advance(DOWNLOAD, len(rows))
             if len(rows) < page_size:
                 caught_up = True
                 break
