@@ -103,14 +103,52 @@ def status_label(row: OutboxRow, now: datetime) -> str:
     return row.status
 
 
-def queue(conn: sqlite3.Connection, *, errors_only: bool = False) -> list[OutboxRow]:
-    """Open outbox rows in send order; with ``errors_only``, only those with an error."""
+def queue(
+    conn: sqlite3.Connection, *, errors_only: bool = False, limit: int | None = None
+) -> list[OutboxRow]:
+    """Open outbox rows in send order, the first ``limit`` (None: all); with
+    ``errors_only``, only those with an error."""
     rows = conn.execute(
         f"SELECT {COLUMNS} FROM sync_outbox WHERE {OPEN} "
-        "AND (? = 0 OR last_error IS NOT NULL) ORDER BY seq",
-        (int(errors_only),),
+        "AND (? = 0 OR last_error IS NOT NULL) ORDER BY seq LIMIT ?",
+        (int(errors_only), -1 if limit is None else limit),
     ).fetchall()
     return [OutboxRow(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class QueueSummary:
+    """The queue at a glance, without reading it into Python: the counts by
+    state and entity type, the oldest open row's age, the next retry."""
+
+    counts: QueueCounts
+    by_type: dict[str, dict[str, int]]  # state -> entity_type -> rows
+    with_errors: int
+    oldest_created_at: str | None
+    next_retry_at: str | None
+
+
+def summary(conn: sqlite3.Connection) -> QueueSummary:
+    """One aggregate over the open rows (the partial index's) and one probe for
+    the oldest: no row reaches Python."""
+    by_type: dict[str, dict[str, int]] = {"pending": {}, "waiting": {}, "failed": {}}
+    with_errors = 0
+    next_retry: str | None = None
+    for state, entity_type, rows, errors, soonest in conn.execute(
+        f"SELECT CASE WHEN {PENDING} THEN 'pending' WHEN {WAITING} THEN 'waiting' "
+        "ELSE 'failed' END, entity_type, count(*), "
+        "sum(last_error IS NOT NULL), min(next_retry_at) "
+        f"FROM sync_outbox WHERE {OPEN} GROUP BY 1, 2"
+    ):
+        by_type[state][entity_type] = int(rows)
+        with_errors += int(errors or 0)
+        if state == "waiting" and soonest is not None:
+            next_retry = soonest if next_retry is None else min(next_retry, soonest)
+    oldest = conn.execute(
+        f"SELECT created_at FROM sync_outbox WHERE {OPEN} ORDER BY seq LIMIT 1"
+    ).fetchone()
+    counts = QueueCounts(*(sum(by_type[state].values()) for state in by_type))
+    return QueueSummary(counts, by_type, with_errors, oldest[0] if oldest else None, next_retry)
 
 
 COLUMNS = ", ".join(f.name for f in fields(OutboxRow))
