@@ -63,7 +63,7 @@ def queue(errors_only: bool, as_json: bool, limit: int, show_all: bool) -> None:
     s = session()
     shown = None if show_all else limit
     rows = outbox_queue(s.reader, errors_only=errors_only, limit=shown)
-    summary = outbox_summary(s.reader)
+    summary = outbox_summary(s.reader, pending_errors=errors_only)
     if as_json:
         click.echo(formatting.queue_json(rows, summary, shown))
         return
