@@ -20,13 +20,24 @@ from acode_sync.workspace import write
 
 ROLES = ("user", "assistant", "system", "tool")
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_last_ms = 0
+_last_random = 0
 
 
 def new_id() -> str:
-    """A ULID (48-bit ms time, 80 random bits, Crockford base32): what
-    python-ulid's ``str(ULID())`` makes, without its 50 ms import, which
-    ``acode chat add`` would pay on every message."""
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    """A ULID (48-bit ms time, 80 random bits, Crockford base32), as
+    python-ulid's ``str(ULID())`` makes it, monotonic within the process (in
+    the same millisecond the random part counts up, so a chat's messages keep
+    their order), without its 50 ms import, which ``acode chat add`` would pay
+    on every message."""
+    global _last_ms, _last_random
+    ms = time.time_ns() // 1_000_000
+    if ms <= _last_ms and _last_random < (1 << 80) - 1:
+        ms, random_part = _last_ms, _last_random + 1
+    else:
+        random_part = int.from_bytes(os.urandom(10), "big")
+    _last_ms, _last_random = ms, random_part
+    value = ms << 80 | random_part
     return "".join(CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
 
 

@@ -197,4 +197,6 @@ def test_new_id_is_a_ulid_of_now() -> None:
     parsed = ULID.from_str(made)
     assert str(parsed) == made and len(made) == 26
     assert abs((parsed.datetime - datetime.now(UTC)).total_seconds()) < 60
-    assert len({store.new_id() for _ in range(1000)}) == 1000
+    made_now = [store.new_id() for _ in range(1000)]
+    assert len(set(made_now)) == 1000
+    assert made_now == sorted(made_now)  # monotonic, as python-ulid's are

@@ -64,6 +64,7 @@ def test_now_draws_a_bar_on_a_terminal_and_prints_the_summary_last(alice: Device
     os.close(master)
     assert process.returncode == 0, terminal
     assert "↑ Uploading  [" in terminal
+    assert "↓ Downloading  [" in terminal  # the total: the server's head minus the cursor
     assert "/300" in terminal
     assert "\x1b[K" in terminal  # the bar's line is wiped before the summary
     assert out.splitlines()[0] == "Syncing..."
