@@ -32,11 +32,78 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from common import code_version, emit, load_average, progress, verdict
-
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"acode chat add": 3.5, "acode-sync status": 5.0}
 QUEUE_TARGET_MS = 200.0
+
+
+# Standalone on purpose (no shared helper module): it runs as is on any checkout.
+
+
+def progress(message: str, quiet: bool) -> None:
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+def load_average() -> str:
+    try:
+        return " / ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def code_version() -> str:
+    """The commit measured and whether acode_sync/ or sql/ differ from it."""
+    try:
+        head = subprocess.run(
+            [
+                "git",
+                "--no-optional-locks",
+                "-C",
+                str(ROOT),
+                "log",
+                "-1",
+                "--format=%h %ad",
+                "--date=format:%Y-%m-%d %H:%M",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [
+                "git",
+                "--no-optional-locks",
+                "-C",
+                str(ROOT),
+                "status",
+                "--porcelain",
+                "--",
+                "acode_sync",
+                "sql",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + (" + uncommitted changes in acode_sync/ or sql/" if dirty else "")
+
+
+def verdict(value: float, limit: float, unit: str, *, digits: int = 2) -> str:
+    shown = f"{value:,.{digits}f}{unit}"
+    if value <= limit:
+        return f"met ({shown} <= {limit:,g}{unit})"
+    return f"**missed** ({shown}, target <= {limit:,g}{unit}: over by {value / limit:.2f}x)"
+
+
+def emit(report: str, out: Path | None) -> None:
+    print(report, end="")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report, encoding="utf-8")
 
 
 def script(name: str) -> list[str]:
