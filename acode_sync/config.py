@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from acode_sync.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -224,6 +222,8 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> SyncCon
         text = ""
     except OSError as exc:
         raise ConfigError(where, "(file)", exc.strerror or str(exc)) from None
+    import yaml  # here, not at import: `acode chat add` reads no config
+
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -301,6 +301,8 @@ def add_device_id(text: str, device_id: str, where: str) -> str:
     same configuration plus the device id; a layout this cannot edit safely
     (flow style, say) is a ConfigError that says what to add by hand.
     """
+    import yaml
+
     document = yaml.safe_load(text)
     before = parse_config(document, where)
     lines = text.splitlines(keepends=True)

@@ -21,8 +21,9 @@ from acode_sync import apply, conflicts
 from acode_sync.clock import iso
 from acode_sync.link import note_contact
 from acode_sync.mover import Mover
+from acode_sync.progress import DOWNLOAD, Progress
 from acode_sync.queries import query
-from acode_sync.remote import pull_page
+from acode_sync.remote import head_seq, pull_page
 from acode_sync.workspace import write
 
 
@@ -41,9 +42,18 @@ class PullReport:
 class Puller(Mover):
     """Pull pages of the change log after the cursor; apply them under the guard."""
 
-    def pull(self, remote: psycopg.Connection[Any], *, max_pages: int | None = None) -> PullReport:
+    def pull(
+        self,
+        remote: psycopg.Connection[Any],
+        *,
+        max_pages: int | None = None,
+        progress: Progress | None = None,
+    ) -> PullReport:
         report = PullReport()
         self.apply_inbox(report)  # whatever a crash left between the two steps
+        if progress is not None:
+            start = self.conn.execute("SELECT pull_cursor FROM sync_state").fetchone()[0]
+            progress.total(DOWNLOAD, max(0, head_seq(remote) - start))
         page_size = self.config.download.page_size
         caught_up = False
         while max_pages is None or report.pages < max_pages:
@@ -65,6 +75,8 @@ class Puller(Mover):
             report.pages += 1
             report.received += len(rows)
             self.apply_inbox(report)
+            if progress is not None:
+                progress.advance(DOWNLOAD, len(rows))
             if len(rows) < page_size:
                 caught_up = True
                 break

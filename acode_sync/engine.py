@@ -41,6 +41,7 @@ from acode_sync.errors import (
 )
 from acode_sync.health import Health, figures
 from acode_sync.link import note_contact, note_down
+from acode_sync.progress import Progress
 from acode_sync.queries import query
 from acode_sync.report import CycleReport as CycleReport
 from acode_sync.state import is_paused as is_paused
@@ -182,9 +183,11 @@ class SyncEngine:
         ignore_backoff: bool = False,
         max_batches: int | None = None,
         pull: bool = True,
+        progress: Progress | None = None,
     ) -> CycleReport:
         """One full cycle. Raises ConnectionFailed (queue untouched) when offline,
-        SetupError when the remote refuses us; either is recorded for ``status``."""
+        SetupError when the remote refuses us; either is recorded for ``status``.
+        ``progress`` hears of every batch and page (``acode_sync.progress``)."""
         conn = self.workspace.connect()
         try:
             if not self.config.enabled:
@@ -195,7 +198,9 @@ class SyncEngine:
             device = self.device_id
             with self.lock():
                 try:
-                    report = self._cycle(conn, url, device, ignore_backoff, max_batches, pull)
+                    report = self._cycle(
+                        conn, url, device, ignore_backoff, max_batches, pull, progress
+                    )
                 except ConnectionFailed as exc:
                     note_error(conn, str(exc), LINK, self.clock)
                     raise
@@ -228,6 +233,7 @@ class SyncEngine:
         ignore_backoff: bool,
         max_batches: int | None,
         pull: bool,
+        progress: Progress | None = None,
     ) -> CycleReport:
         with self.connect(url) as pg:
             with write(conn):
@@ -241,7 +247,9 @@ class SyncEngine:
                 conflicts_dir=self.workspace.conflicts_dir,
             )
             report = CycleReport(
-                push=uploader.push(pg, ignore_backoff=ignore_backoff, max_batches=max_batches)
+                push=uploader.push(
+                    pg, ignore_backoff=ignore_backoff, max_batches=max_batches, progress=progress
+                )
             )
             puller = Puller(
                 conn,
@@ -251,13 +259,19 @@ class SyncEngine:
                 conflicts_dir=self.workspace.conflicts_dir,
             )
             if pull:
-                report.pull = self._pull(puller, pg, report)
+                report.pull = self._pull(puller, pg, report, progress)
         return report
 
-    def _pull(self, puller: Puller, pg: psycopg.Connection[Any], report: CycleReport) -> PullReport:
+    def _pull(
+        self,
+        puller: Puller,
+        pg: psycopg.Connection[Any],
+        report: CycleReport,
+        progress: Progress | None = None,
+    ) -> PullReport:
         """Pull after push; a link lost here leaves the cursor where it was."""
         try:
-            return puller.pull(pg)
+            return puller.pull(pg, progress=progress)
         except psycopg.OperationalError as exc:
             message = f"{ConnectionFailed.code}: pull interrupted: {exc}"
             report.push.errors.append(message)

@@ -55,11 +55,7 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from typing import Any
-
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING, Any
 
 from acode_sync import outbox
 from acode_sync.clock import iso, parse_iso
@@ -68,6 +64,16 @@ from acode_sync.errors import SETUP
 from acode_sync.link import read as read_link
 from acode_sync.outbox import OPEN, PENDING, WAITING
 from acode_sync.queries import query
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import Metric
+    from prometheus_client.registry import Collector
+else:
+    # prometheus_client (about 100 ms) loads only where metrics are made:
+    # `status` reads the figures and never needs it. The registry takes any
+    # object with collect() and describe().
+    Collector = object
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +282,8 @@ _GAUGES: tuple[tuple[str, str, Callable[[Health], float]], ...] = (
 
 def _families(health: Health | None) -> list[Metric]:
     """The gauges; without ``health`` only their descriptions (no database read)."""
+    from prometheus_client.core import GaugeMetricFamily
+
     depth = GaugeMetricFamily(
         "acode_sync_queue_depth", "Outbox rows still owed to the server.", labels=["status"]
     )
@@ -311,6 +319,8 @@ class HealthCollector(Collector):
 
 def build_registry(read: Callable[[], Health]) -> CollectorRegistry:
     """A private registry (never the process-global one) holding the health gauges."""
+    from prometheus_client import CollectorRegistry
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HealthCollector(read))
     return registry
@@ -318,4 +328,6 @@ def build_registry(read: Callable[[], Health]) -> CollectorRegistry:
 
 def metrics_text(health: Health) -> str:
     """The Prometheus text exposition of ``health``."""
+    from prometheus_client import generate_latest
+
     return generate_latest(build_registry(lambda: health)).decode("utf-8")

@@ -21,13 +21,15 @@ import hashlib
 import sqlite3
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-import sqlite_utils
-
-from acode_sync import remote
 from acode_sync.errors import MigrationChanged, NeedsAdmin, SetupError
+
+if TYPE_CHECKING:
+    import psycopg
+
+# psycopg is imported where the server is reached, not here: every command
+# opens a workspace through this module, and `acode chat add` must start fast.
 
 LOCAL_TABLE = "sync_migrations"
 LOCAL_CHECKSUMS = "sync_migration_checksums"
@@ -63,11 +65,14 @@ def canonical_schema(side: str) -> str:
     return resources.files("acode_sync.sql").joinpath(side, "schema.sql").read_text("utf-8")
 
 
+def _table_names(conn: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
 def applied_local(conn: sqlite3.Connection) -> set[str]:
-    db = sqlite_utils.Database(conn)
-    if LOCAL_TABLE not in db.table_names():
+    if LOCAL_TABLE not in _table_names(conn):
         return set()
-    return {row["name"] for row in db[LOCAL_TABLE].rows}
+    return {row[0] for row in conn.execute(f"SELECT name FROM {LOCAL_TABLE}")}
 
 
 def migrate_local(conn: sqlite3.Connection) -> list[str]:
@@ -83,7 +88,7 @@ def upgrade_local(conn: sqlite3.Connection) -> list[str]:
 
 
 def _apply_local(conn: sqlite3.Connection, done: set[str]) -> list[str]:
-    tables = set(sqlite_utils.Database(conn).table_names())
+    tables = _table_names(conn)
     if LOCAL_CHECKSUMS in tables:
         refuse_changed("local", dict(conn.execute(f"SELECT name, sha256 FROM {LOCAL_CHECKSUMS}")))
     ran = []
@@ -154,6 +159,10 @@ def migrate_remote(conninfo: str, *, setting: str | None = None) -> list[str]:
 
 
 def _migrate_remote(conninfo: str) -> list[str]:
+    import psycopg
+
+    from acode_sync import remote
+
     ran = []
     with remote.connect(conninfo, autocommit=True) as conn:
         try:

@@ -82,12 +82,8 @@ class QueueCounts:
 
 
 def counts(conn: sqlite3.Connection) -> QueueCounts:
-    """The three figures, in one pass over the open rows."""
-    row = conn.execute(
-        f"SELECT coalesce(sum({PENDING}), 0), coalesce(sum({WAITING}), 0), "
-        f"coalesce(sum({FAILED}), 0) FROM sync_outbox WHERE {OPEN}"
-    ).fetchone()
-    return QueueCounts(int(row[0]), int(row[1]), int(row[2]))
+    """The three figures: index ranges only (see :func:`summary`)."""
+    return summary(conn, details=False).counts
 
 
 def status_label(row: OutboxRow, now: datetime) -> str:
@@ -103,14 +99,93 @@ def status_label(row: OutboxRow, now: datetime) -> str:
     return row.status
 
 
-def queue(conn: sqlite3.Connection, *, errors_only: bool = False) -> list[OutboxRow]:
-    """Open outbox rows in send order; with ``errors_only``, only those with an error."""
+def queue(
+    conn: sqlite3.Connection, *, errors_only: bool = False, limit: int | None = None
+) -> list[OutboxRow]:
+    """Open outbox rows in send order, the first ``limit`` (None: all); with
+    ``errors_only``, only those with an error."""
     rows = conn.execute(
         f"SELECT {COLUMNS} FROM sync_outbox WHERE {OPEN} "
-        "AND (? = 0 OR last_error IS NOT NULL) ORDER BY seq",
-        (int(errors_only),),
+        "AND (? = 0 OR last_error IS NOT NULL) ORDER BY seq LIMIT ?",
+        (int(errors_only), -1 if limit is None else limit),
     ).fetchall()
     return [OutboxRow(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class QueueSummary:
+    """The queue at a glance, without reading it into Python: the counts by
+    state and entity type, the oldest open row's age, the next retry."""
+
+    counts: QueueCounts
+    by_type: dict[str, dict[str, int]]  # state -> entity_type -> rows
+    with_errors: int
+    oldest_created_at: str | None
+    next_retry_at: str | None
+
+
+ENTITY_TYPES = ("chat", "message")
+# The counts go through the index sync_outbox_open_state of local migration
+# 0006, keyed by this expression (and next_retry_at): a range per state and
+# type, so a million open rows count in tens of ms, not seconds. Only these
+# queries name the expression, so no other query of the outbox is planned
+# onto that index.
+_KEY = "(status || ':' || entity_type)"
+_STATE_RANGE = {
+    "pending": ("Pending", ""),
+    "waiting": ("Failed", " AND next_retry_at IS NOT NULL"),
+    "failed": ("Failed", " AND next_retry_at IS NULL"),
+}
+_COUNTS = "SELECT " + ", ".join(
+    f"(SELECT count(*) FROM sync_outbox WHERE {OPEN} AND {_KEY} = '{status}:{kind}'{extra})"
+    for status, extra in _STATE_RANGE.values()
+    for kind in ENTITY_TYPES
+)
+_NEXT_RETRY = "SELECT " + ", ".join(
+    f"(SELECT min(next_retry_at) FROM sync_outbox WHERE {OPEN} "
+    f"AND {_KEY} = 'Failed:{kind}' AND next_retry_at IS NOT NULL)"
+    for kind in ENTITY_TYPES
+)
+_ERRORS = "SELECT " + " + ".join(
+    f"(SELECT count(*) FROM sync_outbox WHERE {OPEN} AND {_KEY} = :status || ':{kind}' "
+    "AND last_error IS NOT NULL)"
+    for kind in ENTITY_TYPES
+)
+
+
+def summary(
+    conn: sqlite3.Connection, *, details: bool = True, pending_errors: bool = False
+) -> QueueSummary:
+    """The counts by state and type, then (``details``) the next retry, the
+    oldest open row and how many have an error (Failed rows; ``pending_errors``:
+    re-queued Pending ones too): index ranges and seeks, no row reaches Python."""
+    row = conn.execute(_COUNTS).fetchone()
+    by_type: dict[str, dict[str, int]] = {state: {} for state in _STATE_RANGE}
+    for index, (state, kind) in enumerate(
+        (state, kind) for state in _STATE_RANGE for kind in ENTITY_TYPES
+    ):
+        if row[index]:
+            by_type[state][kind] = int(row[index])
+    figures = QueueCounts(*(sum(by_type[state].values()) for state in _STATE_RANGE))
+    if not details:
+        return QueueSummary(figures, by_type, 0, None, None)
+    soonest = [stamp for stamp in conn.execute(_NEXT_RETRY).fetchone() if stamp is not None]
+    oldest = conn.execute(
+        f"SELECT created_at FROM sync_outbox WHERE {OPEN} ORDER BY seq LIMIT 1"
+    ).fetchone()
+    # Failed rows carry their error; a Pending row has one only when retry
+    # re-queued it, until its outcome is known. Finding those reads every
+    # pending row, so only a caller that lists errors asks for them.
+    errors = conn.execute(_ERRORS, {"status": "Failed"}).fetchone()[0]
+    if pending_errors:
+        errors += conn.execute(_ERRORS, {"status": "Pending"}).fetchone()[0]
+    return QueueSummary(
+        figures,
+        by_type,
+        int(errors),
+        oldest[0] if oldest else None,
+        min(soonest) if soonest else None,
+    )
 
 
 COLUMNS = ", ".join(f.name for f in fields(OutboxRow))

@@ -7,10 +7,10 @@ touches the outbox itself.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import time
 from dataclasses import dataclass
-
-from ulid import ULID
 
 from acode_sync import text
 from acode_sync.errors import UsageError
@@ -19,6 +19,28 @@ from acode_sync.queries import query
 from acode_sync.workspace import write
 
 ROLES = ("user", "assistant", "system", "tool")
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_last_ms = 0
+_last_random = 0
+
+
+def new_id() -> str:
+    """A ULID (48-bit ms time, 80 random bits, Crockford base32), as
+    python-ulid's ``str(ULID())`` makes it, monotonic within the process (in
+    the same millisecond the random part counts up, so a chat's messages keep
+    their order), without its 50 ms import, which ``acode chat add`` would pay
+    on every message."""
+    global _last_ms, _last_random
+    ms = time.time_ns() // 1_000_000
+    if ms <= _last_ms and _last_random < (1 << 80) - 1:
+        ms, random_part = _last_ms, _last_random + 1
+    else:
+        random_part = int.from_bytes(os.urandom(10), "big")
+    _last_ms, _last_random = ms, random_part
+    value = ms << 80 | random_part
+    return "".join(CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
 NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 
 
@@ -66,7 +88,7 @@ def _check_privacy(privacy: str) -> str:
 
 def new_chat(conn: sqlite3.Connection, title: str, privacy: str = "FULL") -> str:
     _check_text(title=title)
-    chat_id = str(ULID())
+    chat_id = new_id()
     with write(conn):
         conn.execute(
             "INSERT INTO chats (id, title, privacy) VALUES (?, ?, ?)",
@@ -85,7 +107,7 @@ def add_message(
     _check_text(chat_id=chat_id, content=content)
     if role not in ROLES:
         raise UsageError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
-    message_id = str(ULID())
+    message_id = new_id()
     with write(conn):
         _require_chat(conn, chat_id)
         conn.execute(

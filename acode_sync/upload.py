@@ -46,6 +46,7 @@ from acode_sync.errors import (
 from acode_sync.link import note_contact
 from acode_sync.mover import Mover
 from acode_sync.outbox import OutboxRow, claim_due
+from acode_sync.progress import UPLOAD, Progress
 from acode_sync.queries import query
 from acode_sync.remote import ItemResult, push_batch
 from acode_sync.retry import RetryPolicy, is_transient
@@ -96,9 +97,14 @@ class Uploader(Mover):
         *,
         ignore_backoff: bool = False,
         max_batches: int | None = None,
+        progress: Progress | None = None,
     ) -> PushReport:
-        """Send every due row; stop early when the link fails."""
+        """Send every due row; stop early when the link fails. ``progress`` hears
+        of every batch once it is marked."""
         report = PushReport()
+        if progress is not None:
+            figures = outbox.counts(self.conn)
+            progress.total(UPLOAD, figures.pending + figures.waiting)
         while max_batches is None or report.batches < max_batches:
             rows = claim_due(
                 self.conn,
@@ -114,12 +120,16 @@ class Uploader(Mover):
                 break
             send = self._isolate_invalid(coalesce(rows), report)
             if not send:
+                if progress is not None:
+                    progress.advance(UPLOAD, len(rows))
                 continue  # every claimed row was unfit; they are Failed now
             batch = take_batch(
                 send, self.config.upload.batch_size, self.config.upload.batch_bytes_max
             )
             if not self._send(remote, batch, report):
                 break
+            if progress is not None:
+                progress.advance(UPLOAD, _settled(rows, send, batch))
         return report
 
     def _isolate_invalid(self, rows: list[OutboxRow], report: PushReport) -> list[OutboxRow]:
@@ -327,6 +337,17 @@ class Uploader(Mover):
             f"UPDATE {ENTITY_TABLE[row.entity_type]} SET sync_status = ? WHERE id = ?",
             (status, row.entity_id),
         )
+
+
+def _settled(
+    claimed: Sequence[OutboxRow], send: Sequence[OutboxRow], batch: Sequence[OutboxRow]
+) -> int:
+    """How many claimed rows a round took out of the queue: those of the batch's
+    entities (the older rows it coalesced too) and those isolated as invalid."""
+    sent = {(row.entity_type, row.entity_id) for row in batch}
+    fit = {(row.entity_type, row.entity_id) for row in send}
+    keys = [(row.entity_type, row.entity_id) for row in claimed]
+    return sum(1 for key in keys if key in sent or key not in fit)
 
 
 def _wire_items(items: Sequence[tuple[OutboxRow, str]]) -> str:

@@ -9,18 +9,21 @@ import sys
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from acode_sync.cli import formatting
 from acode_sync.config import SyncConfig
-from acode_sync.engine import CycleReport, SyncEngine
 from acode_sync.errors import EXIT_SYNC_INCOMPLETE, AcodeSyncError, SyncIncomplete, UsageError
 from acode_sync.text import printable
 from acode_sync.workspace import WORKSPACE_ENV, Workspace, find_workspace
 
+if TYPE_CHECKING:
+    # The engine pulls in psycopg: only the commands that sync import it.
+    from acode_sync.engine import CycleReport, SyncEngine
+
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger(__name__)
 
 
 class AcodeGroup(click.Group):
@@ -39,21 +42,73 @@ class AcodeGroup(click.Group):
             ctx.exit(EXIT_SYNC_INCOMPLETE)
 
 
-def report_cycle(report: CycleReport, *, quiet: bool) -> None:
-    """Print a cycle's report; an incomplete cycle ends the command with exit 1."""
-    for line, to_stderr in formatting.cycle_report(report, quiet=quiet):
+def report_cycle(report: CycleReport, *, quiet: bool, announced: bool = False) -> None:
+    """Print a cycle's report (``announced``: ``Syncing...`` is out already); an
+    incomplete cycle ends the command with exit 1."""
+    from acode_sync.cli import formatting
+
+    for line, to_stderr in formatting.cycle_report(report, quiet=quiet, announced=announced):
         click.echo(line, err=to_stderr)
     if report.incomplete:
         raise SyncIncomplete()
 
 
-def setup_logging(verbose: bool) -> None:
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Logs to whatever ``sys.stderr`` is when a record is emitted (a test's
+    runner swaps it per invocation)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+_VERBOSITY = "acode_sync.verbosity"
+LEVELS = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.DEBUG}
+
+
+def apply_logging(ctx: click.Context) -> None:
+    """Set the package's log level from the -v/-q seen so far in this invocation
+    (``ctx.meta`` is one dict for the whole command line): the last one wins,
+    wherever it stood, and an invocation without either logs warnings."""
     root = logging.getLogger("acode_sync")
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("acode-sync: %(levelname)s: %(message)s"))
         root.addHandler(handler)
-    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    root.setLevel(LEVELS[ctx.meta.get(_VERBOSITY, 0)])
+
+
+def is_quiet(ctx: click.Context | None = None) -> bool:
+    """Whether -q/--quiet was given anywhere on the command line (and not undone by a later -v)."""
+    ctx = ctx or click.get_current_context()
+    return bool(ctx.meta.get(_VERBOSITY, 0) < 0)
+
+
+def _verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta[_VERBOSITY] = 1 if param.name == "verbose" else -1
+    apply_logging(ctx)
+
+
+def verbosity_options(command: F) -> F:
+    """``-v/--verbose`` and ``-q/--quiet``, on every group and command, so they
+    work wherever a user puts them (``acode -v sync now``, ``acode-sync now -v``)."""
+    command = click.option(
+        "-q",
+        "--quiet",
+        is_flag=True,
+        expose_value=False,
+        callback=_verbosity,
+        help="Log only errors; no progress bar (now/resume: only problems).",
+    )(command)
+    return click.option(
+        "-v",
+        "--verbose",
+        is_flag=True,
+        expose_value=False,
+        callback=_verbosity,
+        help="Log what the engine does (to standard error).",
+    )(command)
 
 
 class Session:
@@ -65,7 +120,9 @@ class Session:
 
     @cached_property
     def workspace(self) -> Workspace:
-        return find_workspace(self._workspace_dir)
+        found = find_workspace(self._workspace_dir)
+        log.debug("workspace %s", found.root)
+        return found
 
     def new_workspace(self) -> Workspace:
         """Where ``init`` creates one: --workspace, else $ACODE_WORKSPACE, else here."""
@@ -97,6 +154,8 @@ class Session:
 
     def engine(self) -> SyncEngine:
         """The engine, announcing on standard error when it waits for the lock."""
+        from acode_sync.engine import SyncEngine
+
         return SyncEngine(
             self.workspace, self.config, on_wait=lambda message: click.echo(message, err=True)
         )
@@ -109,6 +168,7 @@ def workspace_option(command: F) -> F:
         if value is not None or not isinstance(ctx.find_root().obj, Session):
             ctx.find_root().obj = Session(ctx.find_root(), value)
 
+    command = verbosity_options(command)
     return click.option(
         "--workspace",
         type=click.Path(file_okay=False),

@@ -7,8 +7,7 @@ import sys
 import click
 
 from acode_sync import store
-from acode_sync.cli import formatting
-from acode_sync.cli._common import AcodeGroup, session, workspace_option
+from acode_sync.cli._common import AcodeGroup, session, verbosity_options, workspace_option
 from acode_sync.privacy import LEVELS
 from acode_sync.text import printable
 
@@ -16,6 +15,7 @@ PRIVACY = click.Choice(LEVELS, case_sensitive=False)
 
 
 @click.group(cls=AcodeGroup)
+@verbosity_options
 def chat() -> None:
     """Create, list and edit chats and their messages."""
 
@@ -49,6 +49,8 @@ def add(chat_id: str, content: str, role: str, privacy: str) -> None:
 @workspace_option
 def list_(include_deleted: bool) -> None:
     """The chats of this workspace."""
+    from acode_sync.cli import formatting  # tabulate: only for the tables
+
     chats = store.list_chats(session().reader, include_deleted)
     if not chats:
         click.echo("No chats.")
@@ -76,6 +78,8 @@ def list_(include_deleted: bool) -> None:
 @workspace_option
 def show(chat_id: str) -> None:
     """A chat and its messages."""
+    from acode_sync.cli import formatting
+
     found, messages = store.get_chat(session().reader, chat_id)
     click.echo(formatting.heading(f'Chat: {printable(found.id)} "{printable(found.title)}"'))
     click.echo(

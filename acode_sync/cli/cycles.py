@@ -1,9 +1,13 @@
 """The commands that move data: ``now``, ``once``, ``retry``, ``run``, and
 ``pause``/``resume``.
 
-They are thin: the cycle is ``SyncEngine.sync_once``, the loop and the
-re-queue ``acode_sync.runner``; the report's text is ``formatting``'s, and
-errors become messages and exit codes in ``AcodeGroup``, in one place.
+They are thin: the cycle is ``SyncEngine.sync_once`` (run with the progress
+bar and Ctrl-C handling of ``cli.progress``), the loop and the re-queue
+``acode_sync.runner``; the report's text is ``formatting``'s, and errors
+become messages and exit codes in ``AcodeGroup``, in one place.
+
+The engine and the runner (psycopg, prometheus_client) are imported inside
+the commands: ``acode chat add`` loads this module too, and must start fast.
 """
 
 from __future__ import annotations
@@ -11,35 +15,53 @@ from __future__ import annotations
 import click
 
 from acode_sync.cli import formatting
-from acode_sync.cli._common import report_cycle, session, workspace_option
+from acode_sync.cli._common import Session, is_quiet, report_cycle, session, workspace_option
 from acode_sync.clock import utcnow
-from acode_sync.engine import is_paused
 from acode_sync.errors import SyncIncomplete
 from acode_sync.outbox import counts as outbox_counts
-from acode_sync.runner import Runner, outcome, pending_entities, requeue_failed, set_paused
 from acode_sync.text import printable
+
+
+def _sync_with_report(s: Session) -> None:
+    """``Syncing...``, the cycle (with its bar), then the summary (``now``, ``resume``)."""
+    from acode_sync.cli.progress import run_cycle
+
+    quiet = is_quiet()
+    report, started = run_cycle(
+        s.engine(),
+        s.conn,
+        ignore_backoff=True,
+        quiet=quiet,
+        # First, before the bar: once the cycle holds the lock and reached the server.
+        on_start=None if quiet else lambda: click.echo("Syncing..."),
+    )
+    report_cycle(report, quiet=quiet, announced=started)
 
 
 @click.command()
 @workspace_option
 def now() -> None:
-    """Sync now: push everything (backoff or not), pull, apply, and report."""
-    s = session()
-    report_cycle(s.engine().sync_once(ignore_backoff=True), quiet=False)
+    """Sync now: push everything (backoff or not), pull, apply, and report.
+
+    In a terminal a progress bar shows on standard error; Ctrl-C stops after
+    the batch in flight and says what was done and what remains (exit 1).
+    """
+    _sync_with_report(session())
 
 
 @click.command()
 @workspace_option
 def once() -> None:
     """One quiet cycle for cron and timers: honours backoff, prints only problems."""
-    s = session()
-    report_cycle(s.engine().sync_once(), quiet=True)
+    report_cycle(session().engine().sync_once(), quiet=True)
 
 
 @click.command()
 @workspace_option
 def pause() -> None:
     """Pause sync: nothing is uploaded or downloaded until 'resume'."""
+    from acode_sync.runner import set_paused
+
     set_paused(session().conn, True)
     click.echo("Sync paused. Changes will queue locally.")
 
@@ -48,6 +70,8 @@ def pause() -> None:
 @workspace_option
 def resume() -> None:
     """Resume sync and process the queue now."""
+    from acode_sync.runner import set_paused
+
     s = session()
     set_paused(s.conn, False)
     if not s.config.enabled:
@@ -56,7 +80,7 @@ def resume() -> None:
         click.echo("Sync resumed. No remote configured (sync.remote.url); changes queue locally.")
     else:
         click.echo("Sync resumed. Processing queue...")
-        report_cycle(s.engine().sync_once(ignore_backoff=True), quiet=False)
+        _sync_with_report(s)
 
 
 @click.command()
@@ -69,6 +93,10 @@ def retry(force: bool) -> None:
     backoff is over; with --force, every failed item, at once. Pending items
     go in the same cycle and get their line too.
     """
+    from acode_sync.cli.progress import run_cycle
+    from acode_sync.engine import is_paused
+    from acode_sync.runner import outcome, pending_entities, requeue_failed
+
     s = session()
     engine = s.engine()
     paused = is_paused(s.conn) or not s.config.enabled
@@ -100,7 +128,7 @@ def retry(force: bool) -> None:
     if paused:
         click.echo("Sync is paused: they are queued and go on 'acode sync resume'.")
         return
-    engine.sync_once(ignore_backoff=force)
+    run_cycle(engine, s.conn, ignore_backoff=force, quiet=is_quiet())
     incomplete = False
     for item in sorted([*items, *pending], key=lambda i: min(i.seqs)):
         row = outcome(s.conn, item)
@@ -137,6 +165,8 @@ def run(metrics_port: int | None) -> None:
     The first signal finishes the current cycle and exits 0; a second one
     stops at once.
     """
+    from acode_sync.runner import Runner
+
     s = session()
     runner = Runner(s.engine(), metrics_port=metrics_port)
     runner.install_signal_handlers()

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from acode_sync import devserver
-from acode_sync.cli._common import AcodeGroup, workspace_option
+from acode_sync.cli._common import AcodeGroup, verbosity_options, workspace_option
 from acode_sync.errors import NotRunning
 
 dir_option = click.option(
@@ -28,6 +28,7 @@ def _directory(directory: Path | None) -> Path:
 
 
 @click.group("dev-server", cls=AcodeGroup)
+@verbosity_options
 def dev_server() -> None:
     """A private PostgreSQL on 127.0.0.1 for trying acode-sync out and for tests."""
 

@@ -6,17 +6,18 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-from tabulate import tabulate
+from typing import TYPE_CHECKING, Any
 
 from acode_sync.clock import parse_iso
-from acode_sync.conflicts import ConflictRecord
-from acode_sync.engine import CycleReport
-from acode_sync.health import Health
 from acode_sync.link import Link
-from acode_sync.outbox import OutboxRow, QueueCounts, status_label
+from acode_sync.outbox import OutboxRow, QueueCounts, QueueSummary, status_label
 from acode_sync.text import printable
+
+if TYPE_CHECKING:
+    # Types only: these modules load psycopg or prometheus_client.
+    from acode_sync.conflicts import ConflictRecord
+    from acode_sync.engine import CycleReport
+    from acode_sync.health import Health
 
 RULE = "─" * 36
 TYPE_LABEL = {"chat": "chat", "message": "msg"}
@@ -31,7 +32,11 @@ def plural(count: int, word: str) -> str:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A plain table; every cell through :func:`printable` (any client's bytes)."""
+    """A plain table; every cell through :func:`printable` (any client's bytes).
+    Columns line up by display width (wcwidth): a CJK character or an emoji
+    takes two columns."""
+    from tabulate import tabulate  # 10 ms: only the commands that print a table
+
     cells = [[printable(str(cell)) for cell in row] for row in rows]
     return tabulate(cells, headers=list(headers), tablefmt="plain", disable_numparse=True)
 
@@ -59,12 +64,15 @@ def queue_text(
     rows: Sequence[OutboxRow],
     now: datetime,
     *,
-    counts: QueueCounts,
+    summary: QueueSummary,
     link: Link,
     paused: bool,
     errors_only: bool,
 ) -> str:
-    """The manual's queue table; Status uses the words ``status`` counts by."""
+    """The manual's queue table (the first rows only: ``rows``), then how many
+    more there are and the summary line; Status uses the words ``status``
+    counts by."""
+    counts = summary.counts
     header = f"Pending Upload: {plural(counts.depth, 'item')}"
     if counts.waiting or counts.failed:
         header += f" ({breakdown(counts)})"
@@ -94,14 +102,19 @@ def queue_text(
             ],
         )
     )
+    listed = summary.with_errors if errors_only else counts.depth
+    if listed > len(rows):
+        lines.append(
+            f"... and {listed - len(rows)} more (--limit N shows N, --all shows every item)"
+        )
+    lines += ["", summary_line(summary, now)]
     footer = list(reasons)
-    states = {row.state for row in rows}
-    if "waiting" in states:
+    if counts.waiting:
         footer += [
             "Waiting items will retry with backoff.",
             "Use 'acode sync retry --force' to retry now.",
         ]
-    if "failed" in states:
+    if counts.failed:
         footer += [
             "Failed items will not retry by themselves (rejected, or out of attempts).",
             "Use 'acode sync retry' once the cause is fixed.",
@@ -111,26 +124,71 @@ def queue_text(
     return "\n".join(lines)
 
 
-def queue_json(rows: Sequence[OutboxRow]) -> str:
+def summary_line(summary: QueueSummary, now: datetime) -> str:
+    """``By type: 2 chat, 1 msg; oldest 10m ago; next retry in 40s``."""
+    types: dict[str, int] = {}
+    for per_type in summary.by_type.values():
+        for kind, rows in per_type.items():
+            types[kind] = types.get(kind, 0) + rows
+    parts = [
+        "By type: "
+        + ", ".join(f"{types[kind]} {TYPE_LABEL.get(kind, kind)}" for kind in sorted(types)),
+        f"oldest {ago(now, summary.oldest_created_at)}",
+    ]
+    if summary.next_retry_at is not None:
+        parts.append(f"next retry {until(now, summary.next_retry_at)}")
+    return "; ".join(parts)
+
+
+def until(now: datetime, stamp: str) -> str:
+    """``in 40s``, ``in 2m``; ``due`` for a time already past."""
+    seconds = int((parse_iso(stamp) - now).total_seconds())
+    if seconds < 1:
+        return "due"
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size:
+            return f"in {seconds // size}{unit}"
+    return f"in {seconds}s"
+
+
+def queue_json(rows: Sequence[OutboxRow], summary: QueueSummary, limit: int | None) -> str:
+    """An object: the totals (as ``status`` counts), the summary, and the first
+    ``limit`` items (all with ``limit`` None)."""
+    counts = summary.counts
     return json.dumps(
-        [
-            {
-                "seq": row.seq,
-                "idempotency_key": row.idempotency_key,
-                "entity_type": row.entity_type,
-                "entity_id": row.entity_id,
-                "op": row.op,
-                "base_version": row.base_version,
-                # The queue's words (Pending, Waiting, Failed): status's figures.
-                "status": STATE_WORD[row.state],
-                "retry_count": row.retry_count,
-                "next_retry_at": row.next_retry_at,
-                "last_error": row.last_error,
-                "changed_at": row.changed_at,
-                "created_at": row.created_at,
-            }
-            for row in rows
-        ],
+        {
+            "total": counts.depth,
+            "pending": counts.pending,
+            "waiting": counts.waiting,
+            "failed": counts.failed,
+            "with_errors": summary.with_errors,
+            "by_type": {
+                STATE_WORD[state]: dict(sorted(per_type.items()))
+                for state, per_type in summary.by_type.items()
+            },
+            "oldest_created_at": summary.oldest_created_at,
+            "next_retry_at": summary.next_retry_at,
+            "limit": limit,
+            "shown": len(rows),
+            "items": [
+                {
+                    "seq": row.seq,
+                    "idempotency_key": row.idempotency_key,
+                    "entity_type": row.entity_type,
+                    "entity_id": row.entity_id,
+                    "op": row.op,
+                    "base_version": row.base_version,
+                    # The queue's words (Pending, Waiting, Failed): status's figures.
+                    "status": STATE_WORD[row.state],
+                    "retry_count": row.retry_count,
+                    "next_retry_at": row.next_retry_at,
+                    "last_error": row.last_error,
+                    "changed_at": row.changed_at,
+                    "created_at": row.created_at,
+                }
+                for row in rows
+            ],
+        },
         indent=2,
     )
 
@@ -158,28 +216,36 @@ POLICY_LABEL = {
 
 def conflicts_text(records: Sequence[ConflictRecord], now: datetime, root: Path) -> str:
     """The manual's conflict block, one per conflict."""
-    lines = [heading("Conflicts"), f"{plural(len(records), 'conflict')} found"]
+    acked = sum(1 for record in records if record.acknowledged_at)
+    found = f"{plural(len(records), 'conflict')} found"
+    lines = [heading("Conflicts"), found + (f" ({acked} acknowledged)" if acked else "")]
     for record in records:
         kind = "Chat" if record.entity_type == "chat" else "Message"
         label = record.title()
         label = label if len(label) <= 40 else label[:37] + "..."
+        mark = f"#{record.id}, acknowledged" if record.acknowledged_at else f"#{record.id}"
         lines += [
             "",
-            f'{kind}: {printable(record.entity_id)} "{printable(label)}"  [#{record.id}]',
+            f'{kind}: {printable(record.entity_id)} "{printable(label)}"  [{mark}]',
             f"  Local version: {record.local_version} "
             f"(modified {ago(now, record.local_changed_at)})",
             f"  Remote version: {record.remote_version} "
             f"(modified {ago(now, record.remote_changed_at)})",
             f"  Resolution: {record.winner.capitalize()} wins "
             f"({POLICY_LABEL.get(record.policy, record.policy)})",
+            *(
+                [f"  Acknowledged: {ago(now, record.acknowledged_at)}"]
+                if record.acknowledged_at
+                else []
+            ),
         ]
         if record.preserved_path:
             path = Path(record.preserved_path)
             shown = path.relative_to(root) if path.is_relative_to(root) else path
             side = "Remote version" if record.winner == "local" else "Local changes"
             lines += ["", f"  {side} preserved in: {shown}"]
-    if records:
-        lines += ["", "Acknowledge with 'acode sync conflicts --ack ID' or '--all'."]
+    if len(records) > acked:
+        lines += ["", "Acknowledge with 'acode sync conflicts --ack ID' (or #N) or '--all'."]
     return "\n".join(lines)
 
 
@@ -242,9 +308,12 @@ def status_text(health: Health, now: datetime) -> str:
     return "\n".join(lines)
 
 
-def cycle_report(report: CycleReport, *, quiet: bool) -> list[tuple[str, bool]]:
+def cycle_report(
+    report: CycleReport, *, quiet: bool, announced: bool = False
+) -> list[tuple[str, bool]]:
     """What ``now``/``once``/``resume`` print of a cycle, in order, each line
-    with whether it goes to standard error. ``quiet`` (``once``): only problems."""
+    with whether it goes to standard error. ``quiet`` (``once``): only problems;
+    ``announced``: ``Syncing...`` was printed before the cycle started."""
     lines: list[tuple[str, bool]] = []
     if report.disabled or report.paused:
         if not quiet:
@@ -260,7 +329,7 @@ def cycle_report(report: CycleReport, *, quiet: bool) -> list[tuple[str, bool]]:
     push = report.push
     if not quiet:
         lines += [
-            ("Syncing...", False),
+            *([] if announced else [("Syncing...", False)]),
             (f"  ↑ Uploaded: {plural(push.uploaded, 'item')}", False),
             (f"  ↓ Downloaded: {plural(report.pull.applied, 'item')}", False),
         ]

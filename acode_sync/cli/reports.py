@@ -1,22 +1,27 @@
 """The commands that read the state: ``status``, ``queue``, ``conflicts``
-(and acknowledging them) and ``metrics``. They work on a read-only workspace."""
+(and acknowledging them) and ``metrics``. They work on a read-only workspace.
+
+``health`` (prometheus_client) and ``conflicts`` (psycopg, through ``remote``)
+are imported inside the commands that use them: ``acode chat add`` loads this
+module too, and must start fast.
+"""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import click
 
-from acode_sync import conflicts
 from acode_sync.cli import formatting
 from acode_sync.cli._common import session, workspace_option
 from acode_sync.clock import iso, utcnow
-from acode_sync.engine import is_paused
 from acode_sync.errors import SyncIncomplete, UsageError
-from acode_sync.health import figures, metrics_text
 from acode_sync.link import read as read_link
-from acode_sync.outbox import counts as outbox_counts
 from acode_sync.outbox import queue as outbox_queue
+from acode_sync.outbox import summary as outbox_summary
+
+QUEUE_LIMIT = 20
 
 
 @click.command()
@@ -25,6 +30,8 @@ from acode_sync.outbox import queue as outbox_queue
 @workspace_option
 def status(as_json: bool, check: bool) -> None:
     """Sync mode, queue, and what moved today."""
+    from acode_sync.health import figures
+
     s = session()
     now = utcnow()
     health = figures(s.reader, now, s.config)
@@ -41,20 +48,31 @@ def status(as_json: bool, check: bool) -> None:
 @click.command()
 @click.option("--errors", "errors_only", is_flag=True, help="Only items with an error.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=QUEUE_LIMIT,
+    show_default=True,
+    metavar="N",
+    help="Show the first N items.",
+)
+@click.option("--all", "show_all", is_flag=True, help="Show every item (overrides --limit).")
 @workspace_option
-def queue(errors_only: bool, as_json: bool) -> None:
-    """The pending and failed upload items."""
+def queue(errors_only: bool, as_json: bool, limit: int, show_all: bool) -> None:
+    """The pending and failed upload items: a summary and the first ones."""
     s = session()
-    rows = outbox_queue(s.reader, errors_only=errors_only)
+    shown = None if show_all else limit
+    rows = outbox_queue(s.reader, errors_only=errors_only, limit=shown)
+    summary = outbox_summary(s.reader, pending_errors=errors_only)
     if as_json:
-        click.echo(formatting.queue_json(rows))
+        click.echo(formatting.queue_json(rows, summary, shown))
         return
     text = formatting.queue_text(
         rows,
         utcnow(),
-        counts=outbox_counts(s.reader),
+        summary=summary,
         link=read_link(s.reader),
-        paused=is_paused(s.reader) or not s.config.enabled,
+        paused=_paused(s.reader) or not s.config.enabled,
         errors_only=errors_only,
     )
     click.echo(text)
@@ -62,20 +80,31 @@ def queue(errors_only: bool, as_json: bool) -> None:
 
 @click.command(name="conflicts")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--ack", "ack_id", type=int, metavar="ID", help="Acknowledge one conflict.")
+@click.option(
+    "--ack",
+    "ack_id",
+    metavar="ID",
+    help="Acknowledge a conflict: its number (#N, or N) or the chat's or message's id.",
+)
 @click.option("--all", "ack_all", is_flag=True, help="Acknowledge every conflict.")
-@click.option("--history", is_flag=True, help="Include acknowledged conflicts.")
+@click.option("--history", is_flag=True, help="Include acknowledged conflicts (marked so).")
 @workspace_option
-def conflicts_(as_json: bool, ack_id: int | None, ack_all: bool, history: bool) -> None:
+def conflicts_(as_json: bool, ack_id: str | None, ack_all: bool, history: bool) -> None:
     """Conflicts with both versions, the resolution and where the loser is kept."""
+    from acode_sync import conflicts
+
     s = session()
     now = utcnow()
     if ack_id is not None or ack_all:
         if ack_id is not None and ack_all:
             raise UsageError("give --ack ID or --all, not both")
-        count = conflicts.acknowledge(s.conn, ack_id, iso(now))
-        if ack_id is not None and count == 0:
-            raise UsageError(f"no unacknowledged conflict #{ack_id}")
+        if ack_id is None:
+            count = conflicts.acknowledge(s.conn, None, iso(now))
+        else:
+            count = sum(
+                conflicts.acknowledge(s.conn, number, iso(now))
+                for number in _conflict_numbers(s.conn, ack_id)
+            )
         click.echo(f"Acknowledged {formatting.plural(count, 'conflict')}.")
         return
     records = conflicts.list_conflicts(s.reader, include_acknowledged=history)
@@ -85,9 +114,45 @@ def conflicts_(as_json: bool, ack_id: int | None, ack_all: bool, history: bool) 
         click.echo(formatting.conflicts_text(records, now, s.workspace.root))
 
 
+def _conflict_numbers(conn: sqlite3.Connection, given: str) -> list[int]:
+    """The open conflicts ``--ack`` means: ``#N`` or ``N`` is conflict N (as the
+    listing shows it), anything else a chat's or message's id (all its open
+    conflicts). A UsageError when there is none."""
+    number = given.removeprefix("#")
+    if (
+        number.isdigit()
+        and not conn.execute(
+            "SELECT 1 FROM sync_conflicts WHERE entity_id = ? LIMIT 1", (given,)
+        ).fetchone()
+    ):
+        found = conn.execute(
+            "SELECT id FROM sync_conflicts WHERE id = ? AND acknowledged_at IS NULL",
+            (int(number),),
+        ).fetchall()
+        if not found:
+            raise UsageError(f"no unacknowledged conflict #{number}")
+    else:
+        found = conn.execute(
+            "SELECT id FROM sync_conflicts WHERE entity_id = ? AND acknowledged_at IS NULL "
+            "ORDER BY id",
+            (given,),
+        ).fetchall()
+        if not found:
+            raise UsageError(f"no unacknowledged conflict of {given} (give its id or #N)")
+    return [int(row[0]) for row in found]
+
+
 @click.command()
 @workspace_option
 def metrics() -> None:
     """The health figures in Prometheus text format."""
+    from acode_sync.health import figures, metrics_text
+
     s = session()
     click.echo(metrics_text(figures(s.reader, utcnow(), s.config)), nl=False)
+
+
+def _paused(conn: sqlite3.Connection) -> bool:
+    # engine.is_paused's one query, without importing the engine (psycopg) for it.
+    row = conn.execute("SELECT paused FROM sync_state WHERE id = 1").fetchone()
+    return bool(row and row[0])

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import click
-from ulid import ULID
 
 from acode_sync import migrations
 from acode_sync.cli._common import session, workspace_option
 from acode_sync.config import add_device_id, default_config_text
-from acode_sync.engine import SyncEngine
 from acode_sync.errors import UsageError
-from acode_sync.remote import redact
+from acode_sync.store import new_id
 from acode_sync.workspace import AGENT_DIR, check_sqlite_file
 
 
@@ -31,7 +29,7 @@ def init(remote_url: str | None) -> None:
         else:
             # Without a device id nothing can sync: fill it in, touching nothing else.
             text = workspace.config_path.read_text(encoding="utf-8")
-            fixed = add_device_id(text, str(ULID()), str(workspace.config_path))
+            fixed = add_device_id(text, new_id(), str(workspace.config_path))
             try:
                 workspace.config_path.write_text(fixed, encoding="utf-8")
             except OSError as exc:
@@ -40,7 +38,7 @@ def init(remote_url: str | None) -> None:
             click.echo(f"Config: {workspace.config_path} (kept; added the missing sync.device_id)")
     else:
         workspace.config_path.write_text(
-            default_config_text(str(ULID()), remote_url), encoding="utf-8"
+            default_config_text(new_id(), remote_url), encoding="utf-8"
         )
         click.echo(f"Config: {workspace.config_path} (created)")
         config = workspace.config()
@@ -70,6 +68,9 @@ def migrate(local: bool, remote_: bool) -> None:
         ran = migrations.migrate_local(s.conn)
         click.echo(f"Local: applied {', '.join(ran)}" if ran else "Local: up to date")
     if remote_:
+        from acode_sync.engine import SyncEngine
+        from acode_sync.remote import redact
+
         url = SyncEngine(s.workspace, s.config).remote_url()
         ran = migrations.migrate_remote(url, setting=s.config.remote_url_from)
         where = redact(url)

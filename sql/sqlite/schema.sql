@@ -67,6 +67,8 @@ CREATE INDEX sync_outbox_open ON sync_outbox (seq)
     WHERE status IN ('Pending', 'Failed');
 CREATE INDEX sync_outbox_entity ON sync_outbox (entity_id, seq)
     WHERE status IN ('Pending', 'Failed');
+CREATE INDEX sync_outbox_open_state ON sync_outbox ((status || ':' || entity_type), next_retry_at)
+    WHERE status IN ('Pending', 'Failed');
 CREATE TABLE "sync_inbox" (
     seq              INTEGER PRIMARY KEY,          -- the server's change seq
     idempotency_key  TEXT NOT NULL,

@@ -8,10 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 from click.testing import CliRunner
 from ulid import ULID
 
-from acode_sync.cli import chat, sync
+from acode_sync.cli import sync
+from acode_sync.cli.chat import chat
 from acode_sync.workspace import Workspace
 from tests.fix_local import Cli
 
@@ -67,8 +69,11 @@ def test_chat_commands_and_queue(cli: Cli) -> None:
     assert lines[6].split()[1:] == ["(msg)", "Pending", "0", "-"]
 
     as_json = json.loads(cli.acode("sync", "queue", "--json").output)
-    assert [item["entity_type"] for item in as_json] == ["chat", "message", "chat"]
-    assert all(item["status"] == "Pending" for item in as_json)
+    assert (as_json["total"], as_json["pending"], as_json["shown"]) == (3, 3, 3)
+    assert as_json["by_type"]["Pending"] == {"chat": 2, "message": 1}
+    items = as_json["items"]
+    assert [item["entity_type"] for item in items] == ["chat", "message", "chat"]
+    assert all(item["status"] == "Pending" for item in items)
 
 
 def test_privacy_and_delete_commands(cli: Cli) -> None:
@@ -123,7 +128,12 @@ def test_every_command_has_help_and_is_in_the_manual() -> None:
     manual = (Path(__file__).parents[2] / "docs" / "MANUAL.md").read_text()
     runner = CliRunner()
     for group, prefix in ((sync, ""), (chat, "acode chat ")):
-        for name, command in group.commands.items():
+        ctx = click.Context(group)
+        names = group.list_commands(ctx)
+        assert len(names) >= 7
+        for name in names:
+            command = group.get_command(ctx, name)
+            assert command is not None, name
             result = runner.invoke(group, [name, "--help"])
             assert result.exit_code == 0, name
             assert command.help, f"{name} has no help text"

@@ -209,7 +209,7 @@ def test_a_hostile_row_is_isolated_and_everything_else_flows(
     queue = run("queue")
     assert queue.exit_code == 0, queue.output
     assert case.entity_id in queue.output and "ACODE-SYNC-005" in queue.output
-    listed = json.loads(run("queue", "--json").output)
+    listed = json.loads(run("queue", "--json").output)["items"]
     assert [item["status"] for item in listed] == ["Failed"]
     status_json = json.loads(run("status", "--json").output)
     assert status_json["failed"] == 1

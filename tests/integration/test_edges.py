@@ -124,7 +124,8 @@ def test_status_queue_and_metrics_count_with_one_definition(
     data = json.loads(cli(alice, "status", "--json", url=url).stdout)
     assert (data["pending"], data["waiting"], data["failed"]) == (2, 3, 1)
     shown = Counter(
-        item["status"] for item in json.loads(cli(alice, "queue", "--json", url=url).stdout)
+        item["status"]
+        for item in json.loads(cli(alice, "queue", "--json", url=url).stdout)["items"]
     )
     assert shown == {"Pending": 2, "Waiting": 3, "Failed": 1}
     table = cli(alice, "queue", url=url).output
@@ -206,7 +207,7 @@ def test_a_row_in_backoff_holds_back_its_entity_and_its_chat_s_messages_only(
     assert titles == ["free"]
     contents = [c for (c,) in server.execute("SELECT content FROM acode_sync.messages")]
     assert contents == ["free 1"]
-    queue = json.loads(cli(alice, "queue", "--json", url=alice.url).stdout)
+    queue = json.loads(cli(alice, "queue", "--json", url=alice.url).stdout)["items"]
     assert [(item["entity_type"], item["status"]) for item in queue] == [
         ("chat", "Waiting"),
         ("message", "Waiting"),

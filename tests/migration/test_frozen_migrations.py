@@ -38,6 +38,9 @@ PINNED = {
         "0005_migration_checksums": (
             "4b4e12a5ffbd8823facfd0873a69d45eaff531536897b5c52d8d708a2a88d675"
         ),
+        "0006_queue_figures_index": (
+            "0098b7fa0441cae819de052ca993085fc131a3c5fd2b94c2243eefaf5bfd5fae"
+        ),
     },
 }
 CHANGED = "0" * 64
