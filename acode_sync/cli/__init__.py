@@ -2,7 +2,8 @@
 
 The groups are assembled here, once, from the modules that hold the commands:
 ``setup`` (init, migrate), ``cycles`` (now, once, retry, run, pause, resume),
-``reports`` (status, queue, conflicts, metrics), ``devserver`` and ``chat``.
+``reports`` (status, queue, conflicts, metrics), ``devserver``, ``server``
+(compact) and ``chat``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from acode_sync.cli import cycles, reports, setup
 from acode_sync.cli._common import AcodeGroup, setup_logging
 from acode_sync.cli.chat import chat
 from acode_sync.cli.devserver import dev_server
+from acode_sync.cli.server import server
 
 HELP = {"help_option_names": ["-h", "--help"]}
 
@@ -42,6 +44,7 @@ for command in (
     reports.conflicts_,
     reports.metrics,
     dev_server,
+    server,
 ):
     sync.add_command(command)
 
