@@ -8,6 +8,7 @@ once more and reports what it holds, for the convergence check.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 import traceback
@@ -95,13 +96,14 @@ def run_device(
     results: Any,
 ) -> None:
     result = DeviceResult(name, owner)
+    waits = [start, pushed]  # barriers still to pass: a failed device passes them too
     try:
         _timed(result)
         workspace = Workspace(folder)
         engine = SyncEngine(workspace, workspace.config())
         conn = workspace.connect()
         chat = store.new_chat(conn, f"{name} chat")
-        start.wait(120)
+        waits.pop(0).wait(120)
         began = time.monotonic()
         pending = 0
         while (now := time.monotonic()) < began + seconds:
@@ -119,12 +121,15 @@ def run_device(
             _sync(engine, result)
             if not _left(workspace):
                 break
-        pushed.wait(300)
+        waits.pop(0).wait(300)
         while _sync(engine, result):  # pull until nothing comes
             pass
         result.digest, result.rows = digest(workspace)
     except Exception:
         result.errors.append(traceback.format_exc(limit=3))
+        for barrier in waits:  # the others wait for this one: let them go on
+            with contextlib.suppress(Exception):  # broken already: nothing to wait for
+                barrier.wait(300)
     results.put(result)
 
 

@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 import psycopg
 from psycopg.conninfo import make_conninfo
@@ -81,6 +82,7 @@ class PgBouncer:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="acode-pgbouncer-"))
         self.process: subprocess.Popen[bytes] | None = None
+        self.stderr: BinaryIO | None = None
 
     def config(self) -> str:
         host, port = self.upstream
@@ -102,6 +104,8 @@ class PgBouncer:
                 # Clients wait for a server connection rather than fail.
                 "query_wait_timeout = 60",
                 "server_reset_query =",
+                "log_connections = 0",
+                "log_disconnections = 0",
                 "ignore_startup_parameters = extra_float_digits,options",
                 f"logfile = {self.dir / 'pgbouncer.log'}",
                 f"pidfile = {self.dir / 'pgbouncer.pid'}",
@@ -126,11 +130,14 @@ class PgBouncer:
             for path in (self.dir, *self.dir.iterdir()):
                 os.chown(path, user.pw_uid, user.pw_gid)
             command[1:1] = ["-u", "postgres"]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Its log goes to stderr too: into a file, never a pipe nobody reads
+        # (a full pipe blocks pgbouncer, and with it every client).
+        self.stderr = (self.dir / "stderr.log").open("wb")
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self.stderr)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
+                err = (self.dir / "stderr.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"pgbouncer exited: {err.strip() or self.log()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
@@ -152,8 +159,9 @@ class PgBouncer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self.process is not None and self.process.stderr:
-            self.process.stderr.close()
+        if self.stderr is not None:
+            self.stderr.close()
+            self.stderr = None
         self.process = None
         shutil.rmtree(self.dir, ignore_errors=True)
 
