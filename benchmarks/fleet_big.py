@@ -97,52 +97,80 @@ def device(root: Path, name: str, url: str) -> Workspace:
     return Workspace(folder)
 
 
-def measure(url_admin: str, root: Path, label: str) -> dict[str, Any]:
-    """``url_admin``: the server's database, as an admin."""
-    from fleet import url_for
+class Probe:
+    """The measured owner on one server: a chat and 1,000 messages written by a
+    writer device, a reader device that pushes, a connection that pulls."""
 
-    url = url_for(url_admin, user=PROBE)
-    writer, reader = device(root, f"{label}-writer", url), device(root, f"{label}-reader", url)
-    conn = writer.connect()
-    chat = store.new_chat(conn, "history")
-    for n in range(1000):
-        store.add_message(conn, chat, f"message {n} " + "y" * 100)
-    conn.close()
-    SyncEngine(writer, writer.config()).sync_once(ignore_backoff=True)
-    SyncEngine(reader, reader.config()).sync_once(ignore_backoff=True)
-    # Statistics as autovacuum keeps them: without, the planner takes the
-    # probe owner (absent when the fill was analyzed) for an empty one and
-    # joins a pull page by filter, not by index: 10x slower (docs/SCALING.md).
-    with psycopg.connect(url_admin, autocommit=True) as admin:
-        admin.execute("ANALYZE")
-    # Push: the reader writes 50 and syncs, SAMPLES times; each push() timed.
-    result = DeviceResult(label, PROBE)
-    _timed(result)
-    engine = SyncEngine(reader, reader.config())
-    conn = reader.connect()
-    mine = store.new_chat(conn, "mine")
-    for s in range(SAMPLES):
+    def __init__(self, url_admin: str, root: Path, label: str, timing: DeviceResult) -> None:
+        from fleet import url_for
+
+        self.url = url_for(url_admin, user=PROBE)
+        writer = device(root, f"{label}-writer", self.url)
+        reader = device(root, f"{label}-reader", self.url)
+        conn = writer.connect()
+        chat = store.new_chat(conn, "history")
+        for n in range(1000):
+            store.add_message(conn, chat, f"message {n} " + "y" * 100)
+        conn.close()
+        SyncEngine(writer, writer.config()).sync_once(ignore_backoff=True)
+        SyncEngine(reader, reader.config()).sync_once(ignore_backoff=True)
+        # Statistics as autovacuum keeps them: without, the planner takes the
+        # probe owner (absent when the fill was analyzed) for an empty one and
+        # joins a pull page by filter, not by index: 10x slower (docs/SCALING.md).
+        with psycopg.connect(url_admin, autocommit=True) as admin:
+            admin.execute("ANALYZE")
+        self.timing = timing
+        self.engine = SyncEngine(reader, reader.config())
+        self.conn = reader.connect()
+        self.chat = store.new_chat(self.conn, "mine")
+        self.pg = connect_remote(self.url)
+        self.push_ms: list[float] = []
+        self.items: list[int] = []
+        self.pull_ms: list[float] = []
+
+    def push(self, sample: int) -> None:
+        """49 messages and their chat: one push() of 50, timed in the device."""
         for n in range(49):
-            store.add_message(conn, mine, f"sample {s} message {n}")
-        engine.sync_once(ignore_backoff=True, pull=False)
-    conn.close()
-    # Pull: one page of 1,000 after the start of the writer's history, from a
-    # device that holds none of it, on one connection.
-    pulls = []
-    with connect_remote(url) as pg:
-        for _ in range(SAMPLES):
-            t0 = time.perf_counter()
-            rows = remote.pull_page(pg, 0, 1000, "someone-else")
-            pulls.append((time.perf_counter() - t0) * 1000)
-    assert len(rows) == 1000, len(rows)
-    push = sorted(result.push_ms)
-    return {
-        "push_p50": percentile(push, 50),
-        "push_p99": percentile(push, 99),
-        "items": statistics.mean(result.push_items),
-        "pull_p50": percentile(sorted(pulls), 50),
-        "pull_p99": percentile(sorted(pulls), 99),
-    }
+            store.add_message(self.conn, self.chat, f"sample {sample} message {n}")
+        before = len(self.timing.push_ms)
+        self.engine.sync_once(ignore_backoff=True, pull=False)
+        self.push_ms += self.timing.push_ms[before:]
+        self.items += self.timing.push_items[before:]
+
+    def pull(self) -> None:
+        """One page of 1,000 from the start of the writer's history, for a
+        device that holds none of it."""
+        t0 = time.perf_counter()
+        rows = remote.pull_page(self.pg, 0, 1000, "someone-else")
+        self.pull_ms.append((time.perf_counter() - t0) * 1000)
+        assert len(rows) == 1000, len(rows)
+
+    def close(self) -> dict[str, Any]:
+        self.conn.close()
+        self.pg.close()
+        push, pull = sorted(self.push_ms), sorted(self.pull_ms)
+        return {
+            "push_p50": percentile(push, 50),
+            "push_p99": percentile(push, 99),
+            "items": statistics.mean(self.items),
+            "pull_p50": percentile(pull, 50),
+            "pull_p99": percentile(pull, 99),
+        }
+
+
+def measure(servers: dict[str, str], root: Path) -> dict[str, dict[str, Any]]:
+    """Both servers sampled interleaved, the order swapped every round, so
+    the machine's load falls on both alike."""
+    timing = DeviceResult("big", PROBE)
+    _timed(timing)
+    probes = {label: Probe(url, root, label, timing) for label, url in servers.items()}
+    order = list(probes)
+    for sample in range(SAMPLES):
+        for label in order:
+            probes[label].push(sample)
+            probes[label].pull()
+        order.reverse()
+    return {label: probe.close() for label, probe in probes.items()}
 
 
 def run_big(admin: str, rows: int, owners: int, quiet: bool) -> str:
@@ -161,9 +189,7 @@ def run_big(admin: str, rows: int, owners: int, quiet: bool) -> str:
                 "(SELECT count(*) FROM acode_sync.changes)"
             ).fetchone()
         assert size is not None
-        results = {
-            label: measure(url, root, label) for label, url in (("empty", empty), ("big", big))
-        }
+        results = measure({"empty": empty, "big": big}, root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
         for name in names:
