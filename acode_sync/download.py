@@ -7,10 +7,18 @@ device's own changes are taken as versions (not re-applied), changes that meet
 local pending edits go to the conflict resolver, and the rest are applied set
 based (``acode_sync.apply``). A crash between the two steps re-applies
 idempotently: the apply never goes back to an older version.
+
+Starting over. A cursor ahead of the server's head (the server was restored
+from a backup) is reset to 0: the whole log comes again, and the apply keeps
+whatever is newer locally, pending writes included. A workspace restored from a
+backup has a cursor behind and lacks its own later writes, which the server
+sends without payload (the device's own): those rows are fetched again with
+their payload and applied like another device's.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +31,10 @@ from acode_sync.link import note_contact
 from acode_sync.mover import Mover
 from acode_sync.progress import DOWNLOAD, Progress
 from acode_sync.queries import query
-from acode_sync.remote import head_seq, pull_page
+from acode_sync.remote import head_seq, pull_head, pull_page
 from acode_sync.workspace import write
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,6 +69,12 @@ class Puller(Mover):
         while max_pages is None or report.pages < max_pages:
             cursor = self.conn.execute("SELECT pull_cursor FROM sync_state").fetchone()[0]
             rows = pull_page(remote, cursor, page_size, self.device_id)
+            if not rows and report.pages == 0 and cursor > 0:
+                cursor = self._start_over_if_ahead(remote, cursor)
+                rows = pull_page(remote, cursor, page_size, self.device_id) if cursor == 0 else []
+            lost = self._lost_own(rows)
+            if lost:
+                rows = self._with_payloads(pull_page(remote, cursor, page_size, None), lost)
             with write(self.conn):
                 if rows:
                     self.conn.executemany(query("insert_inbox_page"), rows)
@@ -83,6 +99,52 @@ class Puller(Mover):
         if caught_up:  # the log has nothing after the cursor
             self.recapture()
         return report
+
+    def _start_over_if_ahead(self, remote: psycopg.Connection[Any], cursor: int) -> int:
+        """0 when the cursor is ahead of the server's head (the log it counted
+        is gone: the server was restored), else the cursor unchanged."""
+        head = pull_head(remote)
+        if head is None or cursor <= head:
+            return cursor
+        log.warning(
+            "pull cursor %d is ahead of the server's last change %d: pulling everything again",
+            cursor,
+            head,
+        )
+        with write(self.conn):
+            self.conn.execute("UPDATE sync_state SET pull_cursor = 0 WHERE id = 1")
+            # The restored server hands out these seqs again, for other changes.
+            self.conn.execute("DELETE FROM sync_inbox WHERE status <> 'Pending'")
+        return 0
+
+    def _lost_own(self, rows: list[tuple[Any, ...]]) -> set[int]:
+        """Seqs of this device's own upserts (sent without payload) at a version
+        this workspace does not have, with nothing of the entity waiting to go:
+        a workspace restored from a backup made before them."""
+        lost: set[int] = set()
+        for seq, _key, entity_type, entity_id, op, version, origin, _at, payload in rows:
+            if origin != self.device_id or payload is not None or op != "upsert":
+                continue
+            table = "chats" if entity_type == "chat" else "messages"
+            have = self.conn.execute(
+                f"SELECT version FROM {table} WHERE id = ?", (entity_id,)
+            ).fetchone()
+            if have is not None and have[0] >= version:
+                continue
+            waiting = self.conn.execute(
+                "SELECT 1 FROM sync_outbox WHERE entity_type = ? AND entity_id = ? "
+                "AND status IN ('Pending', 'Failed') LIMIT 1",
+                (entity_type, entity_id),
+            ).fetchone()
+            if waiting is None:
+                lost.add(seq)
+        return lost
+
+    def _with_payloads(self, rows: list[tuple[Any, ...]], lost: set[int]) -> list[tuple[Any, ...]]:
+        """The page again, with payloads; the rows found lost get an origin that
+        is not this device's, so they are applied rather than taken as versions."""
+        restored = f"{self.device_id}:restored"
+        return [(*row[:6], restored, *row[7:]) if row[0] in lost else row for row in rows]
 
     def recapture(self) -> None:
         """Capture again the messages of chats whose level this pull changed."""

@@ -235,7 +235,7 @@ def head_seq(conn: psycopg.Connection[Any]) -> int:
 
 
 def pull_page(
-    conn: psycopg.Connection[Any], after: int, limit: int, device_id: str
+    conn: psycopg.Connection[Any], after: int, limit: int, device_id: str | None
 ) -> list[tuple[Any, ...]]:
     """Changes after the cursor, in seq order, each with its entity's current
     state; no payload (None) where that state is ``device_id``'s own write."""
@@ -255,3 +255,13 @@ def _call(
         return conn.execute(statement, params).fetchall()
     except _SETUP_ERRORS as exc:
         raise _setup_problem(conn, exc) from None
+
+
+def pull_head(conn: psycopg.Connection[Any]) -> int | None:
+    """The owner's last seq on the server (server 0005), None when the server
+    cannot tell (a schema from before 0005)."""
+    try:
+        row = conn.execute("SELECT acode_sync.pull_head()").fetchone()
+    except psycopg.errors.UndefinedFunction:
+        return None
+    return int(row[0]) if row else None

@@ -57,3 +57,21 @@ ensure_postgres() {
     fi
     echo "==> no PostgreSQL at $url; a private cluster will be used" >&2
 }
+
+# The pooled-path test and benchmarks/fleet.py run a private PgBouncer: install
+# Debian's when it is missing and we may (root with apt-get), quietly; without
+# it that test is skipped with a note saying what it needs.
+ensure_pgbouncer() {
+    if command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; then
+        return 0
+    fi
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "==> installing pgbouncer (apt-get)"
+        local log="${VENV}/pgbouncer-install.log"
+        if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >"$log" 2>&1; then
+            echo "==> could not install pgbouncer (see $log): the pooled-path test will be skipped" >&2
+        fi
+    else
+        echo "==> no pgbouncer (apt-get install pgbouncer): the pooled-path test will be skipped" >&2
+    fi
+}

@@ -2,7 +2,8 @@
 
 The groups are assembled here, once, from the modules that hold the commands:
 ``setup`` (init, migrate), ``cycles`` (now, once, retry, run, pause, resume),
-``reports`` (status, queue, conflicts, metrics), ``devserver`` and ``chat``.
+``reports`` (status, queue, conflicts, metrics), ``devserver``, ``server``
+(compact) and ``chat``.
 
 Each command's module is imported only when that command runs (click's lazy
 group: a name here, the module on demand), so ``acode chat add``, which the
@@ -39,6 +40,7 @@ SYNC_COMMANDS = {
     "conflicts": "acode_sync.cli.reports:conflicts_",
     "metrics": "acode_sync.cli.reports:metrics",
     "dev-server": "acode_sync.cli.devserver:dev_server",
+    "server": "acode_sync.cli.server:server",
 }
 ACODE_COMMANDS = {"chat": "acode_sync.cli.chat:chat"}
 

@@ -99,6 +99,17 @@ CREATE TABLE IF NOT EXISTS acode_sync.changes (
 CREATE UNIQUE INDEX IF NOT EXISTS changes_idempotency
     ON acode_sync.changes (owner_id, idempotency_key);
 
+-- The keys of compacted change-log rows, kept for a retention window (0005).
+CREATE TABLE IF NOT EXISTS acode_sync.applied_keys (
+    owner_id         text COLLATE "C" NOT NULL,
+    idempotency_key  text NOT NULL,
+    version          bigint NOT NULL,
+    seq              bigint NOT NULL,
+    logged_at        timestamptz NOT NULL,
+    PRIMARY KEY (owner_id, idempotency_key)
+);
+CREATE INDEX IF NOT EXISTS applied_keys_age ON acode_sync.applied_keys (owner_id, logged_at);
+
 CREATE TABLE IF NOT EXISTS acode_sync.conflicts (
     owner_id         text COLLATE "C" NOT NULL DEFAULT current_user,
     id               bigint GENERATED ALWAYS AS IDENTITY,
@@ -403,6 +414,9 @@ LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     LEFT JOIN LATERAL (
         SELECT c.version FROM acode_sync.changes c
         WHERE c.owner_id = current_user::text AND c.idempotency_key = p.key
+        UNION ALL
+        SELECT a.version FROM acode_sync.applied_keys a
+        WHERE a.owner_id = current_user::text AND a.idempotency_key = p.key
         LIMIT 1
     ) logged ON true
     LEFT JOIN LATERAL (
@@ -681,6 +695,81 @@ BEGIN
 END
 $$;
 
+-- ------------------------------------------------------------------ head ----
+-- The owner's last seq handed out (0 before any change).
+CREATE OR REPLACE FUNCTION acode_sync.pull_head() RETURNS bigint
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce((SELECT k.seq FROM acode_sync.owner_clock k
+                     WHERE k.owner_id = current_user::text), 0)
+$$;
+
+-- ------------------------------------------------------------- compact ----
+-- One owner's log, in one transaction: superseded rows out, their keys kept
+-- in applied_keys while younger than p_keep_keys, older kept keys dropped.
+-- Concurrent pushes are safe: a key moves from the log to applied_keys in one
+-- commit, and a row committed after this statement's snapshot is never removed.
+CREATE OR REPLACE FUNCTION acode_sync.compact_owner(p_owner text, p_keep_keys interval)
+RETURNS TABLE (owner_id text, removed bigint, kept_rows bigint, keys_kept bigint,
+               keys_dropped bigint)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n_removed bigint;
+    n_keys bigint;
+    n_dropped bigint;
+    n_left bigint;
+BEGIN
+    WITH log AS (
+        SELECT c.seq, c.entity_type,
+               CASE WHEN c.entity_type = 'chat' THEN c.entity_id ELSE m.chat_id END AS chat_id,
+               c.seq = max(c.seq) OVER (PARTITION BY c.entity_type, c.entity_id) AS latest
+        FROM acode_sync.changes c
+        LEFT JOIN acode_sync.messages m
+               ON c.entity_type = 'message' AND m.owner_id = c.owner_id AND m.id = c.entity_id
+        WHERE c.owner_id = p_owner
+    ), placed AS (  -- each row with the last chat row of its chat up to it
+        SELECT l.*, max(l.seq) FILTER (WHERE l.entity_type = 'chat')
+                        OVER (PARTITION BY l.chat_id ORDER BY l.seq) AS chat_before
+        FROM log l
+    ), needed AS (  -- chat rows that a message row which stays comes after
+        SELECT DISTINCT p.chat_before AS seq FROM placed p
+        WHERE p.entity_type = 'message' AND p.latest AND p.chat_before IS NOT NULL
+    ), removed AS (
+        DELETE FROM acode_sync.changes c
+        USING placed p
+        WHERE c.owner_id = p_owner AND c.seq = p.seq AND NOT p.latest
+          AND NOT EXISTS (SELECT 1 FROM needed n WHERE n.seq = p.seq)
+        RETURNING c.owner_id, c.idempotency_key, c.version, c.seq, c.logged_at
+    ), kept AS (
+        INSERT INTO acode_sync.applied_keys AS a (owner_id, idempotency_key, version, seq,
+                                                  logged_at)
+        SELECT r.owner_id, r.idempotency_key, r.version, r.seq, r.logged_at FROM removed r
+        WHERE r.logged_at >= now() - p_keep_keys
+        ON CONFLICT ON CONSTRAINT applied_keys_pkey DO NOTHING
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM removed), (SELECT count(*) FROM kept)
+    INTO n_removed, n_keys;
+
+    DELETE FROM acode_sync.applied_keys a
+    WHERE a.owner_id = p_owner AND a.logged_at < now() - p_keep_keys;
+    GET DIAGNOSTICS n_dropped = ROW_COUNT;
+
+    SELECT count(*) INTO n_left FROM acode_sync.changes c WHERE c.owner_id = p_owner;
+    RETURN QUERY SELECT p_owner, n_removed, n_left, n_keys, n_dropped;
+END
+$$;
+
+-- Every owner, in one transaction (for psql and cron; `acode-sync server
+-- compact` calls compact_owner once per owner, a transaction each).
+CREATE OR REPLACE FUNCTION acode_sync.compact(p_keep_keys interval DEFAULT interval '30 days')
+RETURNS TABLE (owner_id text, removed bigint, kept_rows bigint, keys_kept bigint,
+               keys_dropped bigint)
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT r.* FROM acode_sync.owner_clock k
+    CROSS JOIN LATERAL acode_sync.compact_owner(k.owner_id, p_keep_keys) r
+    ORDER BY k.owner_id
+$$;
+
 -- -------------------------------------------------------------- security ----
 
 ALTER TABLE acode_sync.chats ENABLE ROW LEVEL SECURITY;
@@ -688,12 +777,14 @@ ALTER TABLE acode_sync.messages ENABLE ROW LEVEL SECURITY;
 ALTER TABLE acode_sync.changes ENABLE ROW LEVEL SECURITY;
 ALTER TABLE acode_sync.conflicts ENABLE ROW LEVEL SECURITY;
 ALTER TABLE acode_sync.owner_clock ENABLE ROW LEVEL SECURITY;
+ALTER TABLE acode_sync.applied_keys ENABLE ROW LEVEL SECURITY;
 
 DO $$
 DECLARE
     tbl text;
 BEGIN
-    FOREACH tbl IN ARRAY ARRAY['chats', 'messages', 'changes', 'conflicts', 'owner_clock'] LOOP
+    FOREACH tbl IN ARRAY ARRAY['chats', 'messages', 'changes', 'conflicts', 'owner_clock',
+                               'applied_keys'] LOOP
         EXECUTE format('DROP POLICY IF EXISTS own_rows ON acode_sync.%I', tbl);
         EXECUTE format(
             'CREATE POLICY own_rows ON acode_sync.%I '
@@ -745,9 +836,15 @@ GRANT EXECUTE ON FUNCTION acode_sync.push(text, text, jsonb),
                           acode_sync.pull(bigint, integer, text)
     TO acode_sync_device;
 
+REVOKE ALL ON FUNCTION acode_sync.compact_owner(text, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION acode_sync.compact(interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION acode_sync.pull_head() FROM PUBLIC;
+GRANT SELECT ON acode_sync.applied_keys, acode_sync.owner_clock TO acode_sync_device;
+GRANT EXECUTE ON FUNCTION acode_sync.pull_head() TO acode_sync_device;
+
 INSERT INTO acode_sync.migrations (name)
 VALUES ('0001_server_schema'), ('0002_withdrawn_chat_messages'), ('0003_lean_pull'),
-       ('0004_named_push')
+       ('0004_named_push'), ('0005_compact_log')
 ON CONFLICT (name) DO NOTHING;
 
 COMMIT;
