@@ -69,9 +69,9 @@ ensure_pgbouncer() {
         echo "==> installing pgbouncer (apt-get)"
         local log="${VENV}/pgbouncer-install.log"
         if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >"$log" 2>&1; then
-            echo "==> could not install pgbouncer (see $log): the pooled-path test will be skipped" >&2
+            echo "==> could not install pgbouncer (see $log): the pooled-path test will fail" >&2
         fi
     else
-        echo "==> no pgbouncer (apt-get install pgbouncer): the pooled-path test will be skipped" >&2
+        echo "==> no pgbouncer (apt-get install pgbouncer): the pooled-path test will fail" >&2
     fi
 }
