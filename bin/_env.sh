@@ -60,7 +60,7 @@ ensure_postgres() {
 
 # The pooled-path test and benchmarks/fleet.py run a private PgBouncer: install
 # Debian's when it is missing and we may (root with apt-get), quietly; without
-# it that test is skipped with a note saying what it needs.
+# it that test fails with a note saying what it needs.
 ensure_pgbouncer() {
     if command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; then
         return 0
