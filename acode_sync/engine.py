@@ -19,13 +19,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
 import psycopg
 
-from acode_sync import remote
+from acode_sync import remote, retention
 from acode_sync.background import EngineThread, Listener, Supervisor
 from acode_sync.clock import Clock, iso, utcnow
 from acode_sync.config import SyncConfig
@@ -220,7 +220,7 @@ class SyncEngine:
                     _set_kind(conn, LINK if link else None)
                     if link:
                         note_down(conn, iso(now))
-                    prune(conn, now - timedelta(days=self.config.retention.days))
+                retention.prune(conn, now - timedelta(days=self.config.retention.days))
                 return report
         finally:
             conn.close()
@@ -349,16 +349,6 @@ def _holder(path: Path) -> str:
 def _command_line() -> str:
     argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else ["python"]
     return shlex.join(argv)
-
-
-def prune(conn: Any, before: datetime) -> tuple[int, int]:
-    """Retention: synced outbox rows and applied inbox rows older than ``before``
-    go, so the file does not grow with history. Nothing Pending, Failed or
-    Conflict is ever pruned."""
-    cutoff = iso(before)
-    outbox = conn.execute(query("prune_outbox"), {"before": cutoff}).rowcount
-    inbox = conn.execute(query("prune_inbox"), {"before": cutoff}).rowcount
-    return int(outbox), int(inbox)
 
 
 def _off_thread(work: Callable[[], CycleReport], timeout: float | None) -> CycleReport:

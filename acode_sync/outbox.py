@@ -200,10 +200,14 @@ def acknowledge(
     same base are rebased (a device never conflicts with itself), and their
     entities take the server's version."""
     conn.execute(query("create_acked"))
+    conn.execute(query("create_acked_rows"))
     conn.execute("DELETE FROM temp.sync_acked")
+    conn.execute("DELETE FROM temp.sync_acked_rows")
     conn.executemany("INSERT INTO temp.sync_acked VALUES (?, ?, ?, ?, ?)", acked)
     for statement in (
         query("ack_synced"),
+        query("ack_synced_take_out"),
+        query("ack_synced_put_back"),
         query("ack_supersede_older"),
         query("ack_rebase_later"),
         query("ack_chats"),

@@ -28,6 +28,7 @@ DB_NAME = "workspace.db"
 CONFIG_NAME = "config.yml"
 WORKSPACE_ENV = "ACODE_WORKSPACE"
 BUSY_TIMEOUT_MS = 5000
+WAL_SIZE_LIMIT = 16 * 1024 * 1024  # bytes a WAL keeps after a checkpoint resets it
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -153,7 +154,14 @@ def connect(path: Path | str, *, synchronous: str = "NORMAL") -> sqlite3.Connect
     conn = sqlite3.connect(str(path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # Takes effect only in a file with no table yet (a new workspace), and
+        # only before journal_mode writes the header; elsewhere it waits for
+        # migration 0007's VACUUM. Pruning then gives freed pages back.
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         conn.execute("PRAGMA journal_mode = WAL")
+        # A big drain or pull grows the WAL past the auto-checkpoint size while
+        # a reader holds it back; without a limit the file keeps that size.
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
     except sqlite3.DatabaseError as exc:

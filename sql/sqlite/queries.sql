@@ -87,12 +87,35 @@ CREATE TEMP TABLE IF NOT EXISTS sync_acked (
     version      INTEGER NOT NULL
 );
 
+-- name: create_acked_rows
+-- The acknowledged rows as they stay for the retention period (no payload).
+CREATE TEMP TABLE IF NOT EXISTS sync_acked_rows AS
+SELECT seq, idempotency_key, entity_type, entity_id, op, base_version, status, retry_count,
+       changed_at, created_at, synced_at
+FROM sync_outbox WHERE 0;
+
 -- name: ack_synced
 -- Acknowledged: the key, entity and status stay for the retention period, the
--- payload is not needed any more.
-UPDATE sync_outbox SET status = 'Synced', synced_at = :now, last_error = NULL,
-       payload = NULL, next_retry_at = NULL
-WHERE seq IN (SELECT seq FROM temp.sync_acked);
+-- payload is not needed any more. Taken out and put back rather than updated:
+-- an UPDATE that shrinks a row leaves its page as sparse as before (SQLite
+-- rebalances a b-tree page after a delete, not after a shrinking update), so
+-- synced history would keep the space of every payload for the retention
+-- period; deleted, the pages merge and go to the free list (given back by
+-- acode_sync.retention.reclaim).
+INSERT INTO temp.sync_acked_rows
+SELECT seq, idempotency_key, entity_type, entity_id, op, base_version, 'Synced', retry_count,
+       changed_at, created_at, :now
+FROM sync_outbox WHERE seq IN (SELECT seq FROM temp.sync_acked);
+
+-- name: ack_synced_take_out
+DELETE FROM sync_outbox WHERE seq IN (SELECT seq FROM temp.sync_acked);
+
+-- name: ack_synced_put_back
+INSERT INTO sync_outbox (seq, idempotency_key, entity_type, entity_id, op, base_version,
+                         status, retry_count, changed_at, created_at, synced_at)
+SELECT seq, idempotency_key, entity_type, entity_id, op, base_version, status, retry_count,
+       changed_at, created_at, synced_at
+FROM temp.sync_acked_rows ORDER BY seq;
 
 -- name: ack_supersede_older
 -- What an acknowledged row stands for, its entity's older open rows, is done.
@@ -394,12 +417,19 @@ UPDATE sync_state SET
 WHERE id = 1;
 
 -- name: prune_outbox
--- Retention: history rows of the outbox synced before :before.
-DELETE FROM sync_outbox WHERE status IN ('Synced', 'Superseded') AND synced_at < :before;
+-- Retention: history rows of the outbox synced before :before, :slice at a time
+-- (acode_sync.retention: a short write lock each).
+DELETE FROM sync_outbox WHERE seq IN (
+    SELECT seq FROM sync_outbox
+    WHERE status IN ('Synced', 'Superseded') AND synced_at < :before LIMIT :slice
+);
 
 -- name: prune_inbox
--- Retention: inbox rows applied (or skipped) before :before.
-DELETE FROM sync_inbox WHERE status IN ('Applied', 'Skipped') AND applied_at < :before;
+-- Retention: inbox rows applied (or skipped) before :before, :slice at a time.
+DELETE FROM sync_inbox WHERE seq IN (
+    SELECT seq FROM sync_inbox
+    WHERE status IN ('Applied', 'Skipped') AND applied_at < :before LIMIT :slice
+);
 
 -- name: failed_to_requeue
 -- What `retry` puts back: failed for good, or out of backoff (every Failed row

@@ -1,6 +1,8 @@
 -- The full local schema of a fresh install: what the migrations in this folder
 -- add up to (tests/migration checks it). Reference only; the runner applies the
 -- numbered files. Regenerate: sqlite3 NEW.db < each migration; sqlite3 NEW.db .schema
+-- Before the first table: freed pages go back to the file system (0007).
+PRAGMA auto_vacuum = INCREMENTAL;
 CREATE TABLE sync_migrations (
     name        TEXT PRIMARY KEY,
     applied_at  TEXT NOT NULL

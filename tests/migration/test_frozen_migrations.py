@@ -42,6 +42,9 @@ PINNED = {
         "0006_queue_figures_index": (
             "0098b7fa0441cae819de052ca993085fc131a3c5fd2b94c2243eefaf5bfd5fae"
         ),
+        "0007_incremental_vacuum": (
+            "0ad8a454b06ac6329518b62acbf7e5353598a3e8c0ecf58d72f939d6032d869b"
+        ),
     },
 }
 CHANGED = "0" * 64

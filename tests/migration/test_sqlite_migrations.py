@@ -82,3 +82,20 @@ def test_a_workspace_of_an_earlier_version_is_migrated_when_opened(tmp_path: Pat
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert "sync_recapture" in tables
     conn.close()
+
+
+def test_an_existing_file_becomes_incremental_and_a_new_one_starts_so(tmp_path: Path) -> None:
+    old = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
+    old.execute("PRAGMA journal_mode = WAL")
+    for migration in shipped("sqlite")[:6]:  # as 0006 left it: no auto_vacuum
+        old.executescript(migration.sql)
+    assert old.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+    old.close()
+    conn = connect(tmp_path / "old.db")
+    assert migrate_local(conn) == ["0007_incremental_vacuum"]
+    assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+    fresh = connect(tmp_path / "new.db")
+    migrate_local(fresh)
+    assert fresh.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+    conn.close()
+    fresh.close()

@@ -1,0 +1,74 @@
+"""Retention: synced history goes, and the file gives the space back.
+
+Synced (or superseded) outbox rows and applied (or skipped) inbox rows older
+than the retention period are deleted; nothing Pending, Failed or Conflict is
+ever pruned. Then, in a file with ``auto_vacuum = INCREMENTAL`` (every
+workspace since local migration 0007), the freed pages are handed back to the
+file system, so the file shrinks.
+
+Both run in short slices, each its own write transaction: a prune of a
+100,000-item drain must not hold SQLite's write lock for the time another
+writer (the coding CLI) is willing to wait. A crash between slices leaves
+less to do next time, nothing inconsistent.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+
+from acode_sync.clock import iso
+from acode_sync.queries import query
+from acode_sync.workspace import write
+
+# Rows deleted per write transaction (a few ms each).
+PRUNE_SLICE = 2000
+# Pages (4 KiB) handed back per write transaction: about 20 ms each.
+VACUUM_SLICE = 500
+INCREMENTAL = 2  # PRAGMA auto_vacuum
+
+
+@dataclass(frozen=True)
+class Pruned:
+    outbox: int
+    inbox: int
+    pages_freed: int
+
+
+def prune(conn: sqlite3.Connection, before: datetime) -> Pruned:
+    """Delete history older than ``before``, then give the freed pages back.
+    Not inside a transaction: every slice is its own."""
+    cutoff = iso(before)
+    outbox = _in_slices(conn, query("prune_outbox"), cutoff)
+    inbox = _in_slices(conn, query("prune_inbox"), cutoff)
+    return Pruned(outbox, inbox, reclaim(conn))
+
+
+def _in_slices(conn: sqlite3.Connection, statement: str, cutoff: str) -> int:
+    total = 0
+    while True:
+        with write(conn):
+            done = conn.execute(statement, {"before": cutoff, "slice": PRUNE_SLICE}).rowcount
+        total += done
+        if done < PRUNE_SLICE:
+            return total
+
+
+def reclaim(conn: sqlite3.Connection) -> int:
+    """Hand the free pages back to the file system (``auto_vacuum = INCREMENTAL``
+    only; a file still waiting for migration 0007 keeps them). Pages freed."""
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != INCREMENTAL:
+        return 0
+    freed = 0
+    while True:
+        with write(conn):
+            free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+            step = min(free, VACUUM_SLICE)
+            # One page per call: Python's sqlite3 steps a pragma that returns
+            # no row only once, so incremental_vacuum(N) would free one page.
+            for _ in range(step):
+                conn.execute("PRAGMA incremental_vacuum(1)")
+        freed += step
+        if free <= VACUUM_SLICE:
+            return freed
