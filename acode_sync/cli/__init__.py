@@ -72,25 +72,26 @@ class LazyGroup(AcodeGroup):
         return super().get_command(ctx, cmd_name)
 
 
-@click.group(cls=LazyGroup, lazy=SYNC_COMMANDS, context_settings=HELP)
-@verbosity_options
-@click.version_option(__version__, prog_name="acode-sync")
-@click.pass_context
-def sync(ctx: click.Context) -> None:
-    """acode-sync: carry local conversations to PostgreSQL and back."""
-    apply_logging(ctx)
+def _entry_group(prog_name: str, lazy: dict[str, str], doc: str) -> click.Group:
+    """A console script's group: lazy commands, -v/-q, --version, logging set up."""
+
+    @click.group(prog_name, cls=LazyGroup, lazy=lazy, context_settings=HELP, help=doc)
+    @verbosity_options
+    @click.version_option(__version__, prog_name=prog_name)
+    @click.pass_context
+    def group(ctx: click.Context) -> None:
+        apply_logging(ctx)
+
+    return group
 
 
-@click.group(cls=LazyGroup, lazy=ACODE_COMMANDS, context_settings=HELP)
-@verbosity_options
-@click.version_option(__version__, prog_name="acode")
-@click.pass_context
-def acode(ctx: click.Context) -> None:
-    """acode: conversations (chat) and their sync (sync)."""
-    apply_logging(ctx)
+sync = _entry_group(
+    "acode-sync", SYNC_COMMANDS, "acode-sync: carry local conversations to PostgreSQL and back."
+)
+acode = _entry_group("acode", ACODE_COMMANDS, "acode: conversations (chat) and their sync (sync).")
 
 
-acode.add_command(sync)
+acode.add_command(sync, "sync")
 
 
 def __getattr__(name: str) -> Any:

@@ -161,6 +161,19 @@ class Session:
         )
 
 
+def count_option(flag: str, name: str, default: int, help: str) -> Callable[[F], F]:
+    """A whole-number option >= 0 shown as N, with its default in --help."""
+    return click.option(
+        flag,
+        name,
+        type=click.IntRange(min=0),
+        default=default,
+        show_default=True,
+        metavar="N",
+        help=help,
+    )
+
+
 def workspace_option(command: F) -> F:
     """``--workspace DIR`` on every command; the session lands in ``ctx.obj``."""
 

@@ -14,7 +14,7 @@ import sqlite3
 import click
 
 from acode_sync.cli import formatting
-from acode_sync.cli._common import session, workspace_option
+from acode_sync.cli._common import count_option, session, workspace_option
 from acode_sync.clock import iso, utcnow
 from acode_sync.errors import SyncIncomplete, UsageError
 from acode_sync.link import read as read_link
@@ -48,14 +48,7 @@ def status(as_json: bool, check: bool) -> None:
 @click.command()
 @click.option("--errors", "errors_only", is_flag=True, help="Only items with an error.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option(
-    "--limit",
-    type=click.IntRange(min=0),
-    default=QUEUE_LIMIT,
-    show_default=True,
-    metavar="N",
-    help="Show the first N items.",
-)
+@count_option("--limit", "limit", QUEUE_LIMIT, "Show the first N items.")
 @click.option("--all", "show_all", is_flag=True, help="Show every item (overrides --limit).")
 @workspace_option
 def queue(errors_only: bool, as_json: bool, limit: int, show_all: bool) -> None:

@@ -6,7 +6,13 @@ import os
 
 import click
 
-from acode_sync.cli._common import AcodeGroup, session, verbosity_options, workspace_option
+from acode_sync.cli._common import (
+    AcodeGroup,
+    count_option,
+    session,
+    verbosity_options,
+    workspace_option,
+)
 from acode_sync.compaction import DEFAULT_KEEP_KEYS_DAYS, compact_log
 from acode_sync.config import REMOTE_URL_ENV
 from acode_sync.engine import SyncEngine
@@ -20,13 +26,11 @@ def server() -> None:
 
 
 @server.command()
-@click.option(
+@count_option(
     "--keep-keys-days",
-    type=click.IntRange(min=0),
-    default=DEFAULT_KEEP_KEYS_DAYS,
-    show_default=True,
-    metavar="N",
-    help="Keep the idempotency keys of removed rows this many days, so that a "
+    "keep_keys_days",
+    DEFAULT_KEEP_KEYS_DAYS,
+    "Keep the idempotency keys of removed rows this many days, so that a "
     "device resending an older batch still gets 'duplicate'.",
 )
 @workspace_option
