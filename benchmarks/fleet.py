@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from contextlib import redirect_stdout
 from io import StringIO
 from pathlib import Path
@@ -141,11 +142,15 @@ def fresh_database(admin: str, owners: int) -> str:
     return db_url
 
 
-def drop_database(admin: str, dbname: str) -> None:
+def drop_database(admin: str, dbname: str, roles: Sequence[str] = ()) -> None:
+    """Drop the run's database, then its login roles (cluster-wide; they own
+    nothing once the database is gone), so a run leaves the server as it found it."""
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
         )
+        for role in roles:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
 def logged(db_url: str) -> int:
@@ -231,7 +236,7 @@ def run_fleet(args: argparse.Namespace, n: int, mode: str) -> dict[str, Any]:
         if bouncer:
             bouncer.stop()
         shutil.rmtree(root, ignore_errors=True)
-        drop_database(args.admin_url, DATABASE)
+        drop_database(args.admin_url, DATABASE, roles)
     push = sorted(x for r in done for x in r.push_ms)
     pull = sorted(x for r in done for x in r.pull_ms)
     items = [x for r in done for x in r.push_items]
