@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import shutil
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import pytest
 from click.testing import CliRunner, Result
@@ -40,6 +43,10 @@ def bare_db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
     conn.close()
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
 class Cli:
     """Runs ``acode-sync``/``acode`` in-process against one workspace."""
 
@@ -61,3 +68,18 @@ class Cli:
 @pytest.fixture
 def cli(workspace: Workspace) -> Cli:
     return Cli(workspace)
+
+
+def needs(tool: str) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    """A test that runs an external tool of this machine's set-up (the sqlite3
+    shell, psql): missing, the test fails saying so; a skip would pass unseen."""
+
+    def wrap(test: Callable[P, T]) -> Callable[P, T]:
+        @functools.wraps(test)
+        def checked(*args: P.args, **kwargs: P.kwargs) -> T:
+            assert shutil.which(tool), f"needs the {tool} command (Debian: sqlite3, postgresql)"
+            return test(*args, **kwargs)
+
+        return checked
+
+    return wrap

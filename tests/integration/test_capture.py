@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 import subprocess
 
@@ -13,8 +12,9 @@ from ulid import ULID
 from acode_sync import store
 from acode_sync.apply import applying_remote
 from acode_sync.workspace import Workspace, write
+from tests.fix_local import needs
 
-needs_shell = pytest.mark.skipif(shutil.which("sqlite3") is None, reason="needs sqlite3 shell")
+needs_shell = needs("sqlite3")
 
 
 def outbox(conn: sqlite3.Connection) -> list[sqlite3.Row]:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from typing import Any
 
 import psycopg
-import pytest
 
 from acode_sync.migrations import canonical_schema, migrate_remote, shipped
+from tests.fix_local import needs
 
 # Everything a migration can make or change in schema acode_sync, each as
 # (name, query); every query is ordered, so two equal schemas give equal rows.
@@ -107,7 +106,7 @@ def test_runner_applies_once_and_then_is_a_no_op(empty_db: str) -> None:
     assert "SECURITY DEFINER" in log_changes
 
 
-@pytest.mark.skipif(shutil.which("psql") is None, reason="needs psql")
+@needs("psql")
 def test_psql_applies_the_files_twice_to_the_same_schema(empty_db: str) -> None:
     for _ in range(2):
         for migration in shipped("postgres"):
@@ -126,7 +125,7 @@ def test_psql_applies_the_files_twice_to_the_same_schema(empty_db: str) -> None:
     assert schema_of(empty_db) == by_psql
 
 
-@pytest.mark.skipif(shutil.which("psql") is None, reason="needs psql")
+@needs("psql")
 def test_every_migration_in_order_equals_schema_sql(empty_db: str) -> None:
     migrate_remote(empty_db)
     migrated = schema_of(empty_db)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from acode_sync.migrations import canonical_schema, migrate_local, pending_local, shipped
 from acode_sync.workspace import AGENT_DIR, Workspace, connect
+from tests.fix_local import needs
 
 
 def schema_of(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
@@ -54,7 +52,7 @@ def test_runner_is_idempotent(tmp_path: Path) -> None:
     conn.close()
 
 
-@pytest.mark.skipif(shutil.which("sqlite3") is None, reason="needs the sqlite3 shell")
+@needs("sqlite3")
 def test_files_apply_by_hand_and_runner_agrees(tmp_path: Path) -> None:
     path = tmp_path / "by_hand.db"
     for migration in shipped("sqlite"):
