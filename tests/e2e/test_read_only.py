@@ -28,8 +28,31 @@ AS_OTHER_USER = (
 )
 
 
+@pytest.fixture(scope="module")
+def code_reachable_by_other_user() -> Iterator[None]:
+    """``nobody`` must reach this venv and this checkout: a checkout made in a
+    ``mktemp -d`` directory (0700) is not, and the commands would fail to import
+    before they ever met the workspace. Every ancestor that others cannot
+    traverse gets o+x (traverse only, no listing) for this module, then back."""
+    import acode_sync
+
+    changed: list[tuple[Path, int]] = []
+    if AS_OTHER_USER:
+        for start in (Path(sys.prefix), Path(acode_sync.__file__).resolve().parent):
+            for directory in (start, *start.parents):
+                mode = directory.stat().st_mode
+                if not mode & 0o001 and directory not in (d for d, _ in changed):
+                    changed.append((directory, mode))
+                    directory.chmod(mode | 0o001)
+    try:
+        yield
+    finally:
+        for directory, mode in reversed(changed):
+            directory.chmod(mode & 0o7777)
+
+
 @pytest.fixture
-def read_only_root() -> Iterator[Path]:
+def read_only_root(code_reachable_by_other_user: None) -> Iterator[Path]:
     """A workspace with a chat and a message, copied where ``nobody`` can read
     it but not write it: .agent/ 0555 and its files 0444."""
     base = Path(tempfile.mkdtemp(prefix="acode-ro-", dir="/tmp"))
