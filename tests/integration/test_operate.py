@@ -318,8 +318,16 @@ def test_run_loop_uploads_serves_metrics_and_stops_cleanly(
     conn.close()
     wait_until(lambda: server_count(server, "messages") == 5 and open_rows(alice) == 0, "sync")
     assert runner.metrics_url is not None
-    with urllib.request.urlopen(runner.metrics_url, timeout=5) as response:
-        scraped = samples(response.read().decode())
+    url = runner.metrics_url
+
+    def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return samples(response.read().decode())
+
+    # The cycle is counted when it ends, a moment after its rows are marked.
+    cycle_ok = ("acode_sync_cycles_total", (("outcome", "ok"),))
+    wait_until(lambda: cycle_ok in scrape(), "a cycle counted")
+    scraped = scrape()
     assert scraped[("acode_sync_queue_depth", (("status", "pending"),))] == 0
     assert scraped[("acode_sync_synced_today", ())] == 6
     assert scraped[("acode_sync_cycles_total", (("outcome", "ok"),))] >= 1
