@@ -6,7 +6,9 @@ their idempotency keys are kept in ``acode_sync.applied_keys`` for the retention
 window so that a resend of an old batch is still a duplicate, and older kept
 keys are dropped. Here: one transaction per owner, so a big server is never
 held in one long transaction and each statement stays on one owner's rows
-(one shard on Citus).
+(one shard on Citus). Afterwards the three tables are analyzed: the planner's
+statistics then know every owner (server migration 0006 and docs/SCALING.md:
+an owner the statistics have never seen can get plans that read all its rows).
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ def _compact(conninfo: str, keep_keys_days: int) -> list[OwnerCompaction]:
                 ).fetchone()
                 assert row is not None  # compact_owner returns one row
                 done.append(OwnerCompaction(*row))
+            conn.execute("ANALYZE acode_sync.changes, acode_sync.chats, acode_sync.messages")
         except psycopg.errors.InsufficientPrivilege as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else "permission denied"
             raise NeedsAdmin(

@@ -38,8 +38,9 @@ def compact(keep_keys_days: int) -> None:
     """Remove change-log rows superseded by a later change of the same entity.
 
     Withdrawals stay, and a resend of a batch from within the window is still
-    answered as a duplicate. The URL is ACODE_SYNC_REMOTE_URL (no workspace
-    needed, e.g. from cron), else the workspace's remote.url; an admin role.
+    answered as a duplicate. The log's tables are analyzed afterwards. The
+    URL is ACODE_SYNC_REMOTE_URL (no workspace needed, e.g. from cron), else
+    the workspace's remote.url; an admin role.
     """
     url = os.environ.get(REMOTE_URL_ENV)
     setting = REMOTE_URL_ENV

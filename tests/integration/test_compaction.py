@@ -142,6 +142,14 @@ def test_a_long_log_compacts_to_one_row_per_entity_and_old_cursors_converge(
     )
     assert result.exit_code == 0, result.output
     assert "removed" in result.output
+    # The statistics were refreshed: the planner knows alice now.
+    known = server.execute(
+        "SELECT count(*) FROM pg_stats WHERE schemaname = 'acode_sync' "
+        "AND tablename IN ('changes', 'chats', 'messages') AND attname = 'owner_id' "
+        "AND %s = ANY (most_common_vals::text::text[])",
+        (OWNER,),
+    ).fetchone()
+    assert known == (3,)
     # One row per entity, and the 10 chat rows that precede their messages' rows.
     assert 1_000 <= log_rows(server) <= 1_020
     assert "removed 98990 change-log rows" in result.output or log_rows(server) == 1_010

@@ -28,6 +28,9 @@ PINNED = {
         "0003_lean_pull": "10ed7bece62bc984c99dc0690c00ec1786faf5d1509e247b1fa933e3485e305c",
         "0004_named_push": "9661a4ffafa535cf58ca473004e797aaab2f9bd33d1668bf0192ccd7ba955669",
         "0005_compact_log": "c33225457a7e6b62ca0f986c4b20f3faecf87e727ecaa56743e67609b15005a3",
+        "0006_plans_for_new_owners": (
+            "fc75fbba1b7c4745bcc70d096ff15b2688c40926122da9c2fdf0c2112232c57f"
+        ),
     },
     "sqlite": {
         "0001_local_schema": "75f569c194bb6f44af1166c899b0841ea10d06a998526fd2f141db69713d1a7d",

@@ -22,7 +22,7 @@ CATALOG: tuple[tuple[str, str], ...] = (
     (
         "columns",  # of tables and of composite types alike, in their order
         "SELECT c.relname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), "
-        "a.attnotnull, a.attidentity, a.attgenerated, co.collname, "
+        "a.attnotnull, a.attidentity, a.attgenerated, co.collname, a.attstattarget, "
         "pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a "
         "JOIN pg_class c ON c.oid = a.attrelid "
         "LEFT JOIN pg_collation co ON co.oid = a.attcollation AND a.attcollation <> 100 "
