@@ -257,6 +257,9 @@ def run_fleet(args: argparse.Namespace, n: int, mode: str) -> dict[str, Any]:
         "errors": len(errors),
         "first_error": errors[0].splitlines()[-1] if errors else "",
         "cpu_per_1000": sampler.seconds / total_rows * 1000 if total_rows else 0.0,
+        "device_cpu_per_1000": sum(r.cpu_s for r in done) / during_rows * 1000
+        if during_rows
+        else 0.0,
         "cluster_cpu_per_1000": cpu / total_rows * 1000 if total_rows else 0.0,
         "converged": f"{converged}/{n}",
     }
@@ -265,15 +268,17 @@ def run_fleet(args: argparse.Namespace, n: int, mode: str) -> dict[str, Any]:
 def fleet_table(rows: list[dict[str, Any]]) -> str:
     head = (
         "| path | N | M | pool | accepted/s | push p50 / p99 ms (items) | "
-        "pull page p50 / p99 ms | errors | server CPU s / 1k changes (cluster) | converged |"
+        "pull page p50 / p99 ms | errors | server CPU s / 1k changes (cluster) | "
+        "device CPU s / 1k | converged |"
     )
-    lines = [head, "|" + "---|" * 10]
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         lines.append(
             f"| {r['mode']} | {r['n']} | {r['m']} | {r['pool']} | {r['accepted_per_s']:.0f} | "
             f"{r['push_p50']:.1f} / {r['push_p99']:.1f} ({r['items']:.0f}) | "
             f"{r['pull_p50']:.1f} / {r['pull_p99']:.1f} | {r['errors']} | "
-            f"{r['cpu_per_1000']:.3f} ({r['cluster_cpu_per_1000']:.2f}) | {r['converged']} |"
+            f"{r['cpu_per_1000']:.3f} ({r['cluster_cpu_per_1000']:.2f}) | "
+            f"{r['device_cpu_per_1000']:.2f} | {r['converged']} |"
         )
     return "\n".join(lines)
 
@@ -294,10 +299,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--pool", type=int, default=2, help="PgBouncer server connections per owner (default 2)"
     )
+    parser.add_argument(
+        "--wire",
+        action="store_true",
+        help="also run each size's calls from one driver process (fleet_wire.py): the floor",
+    )
     parser.add_argument("--skip-fleet", action="store_true")
     parser.add_argument("--skip-big", action="store_true")
     parser.add_argument("--big-rows", type=int, default=10_000_000)
     parser.add_argument("--big-owners", type=int, default=1000)
+    parser.add_argument(
+        "--stale-stats",
+        action="store_true",
+        help="big server: no ANALYZE after the measured owner writes (statistics unaware of it)",
+    )
     parser.add_argument("--quiet", action="store_true")
     return parser.parse_args(argv)
 
@@ -318,6 +333,16 @@ def main(argv: list[str] | None = None) -> int:
                     status = 2
                     break
         print(fleet_table(rows))
+        if args.wire:
+            from fleet_wire import run_wire, wire_table
+
+            wired = []
+            for mode in args.modes.split(","):
+                for n in (int(s) for s in args.sizes.split(",")):
+                    progress(f"wire (one driver process): {mode}, N={n}", args.quiet)
+                    wired.append(run_wire(args, n, mode))
+            print("\n" + wire_table(wired))
+            rows += wired
         for r in rows:
             if r["first_error"]:
                 print(f"\n{r['mode']} N={r['n']}: first error: {r['first_error']}")
@@ -325,7 +350,12 @@ def main(argv: list[str] | None = None) -> int:
         from fleet_big import run_big
 
         progress(f"big server: {args.big_rows} changes, {args.big_owners} owners", args.quiet)
-        print("\n" + run_big(args.admin_url, args.big_rows, args.big_owners, args.quiet))
+        print(
+            "\n"
+            + run_big(
+                args.admin_url, args.big_rows, args.big_owners, args.quiet, not args.stale_stats
+            )
+        )
     return status
 
 

@@ -34,6 +34,7 @@ class DeviceResult:
     errors: list[str] = field(default_factory=list)
     digest: str = ""
     rows: int = 0
+    cpu_s: float = 0.0  # this process's CPU while the fleet writes
 
 
 def _timed(result: DeviceResult) -> None:
@@ -104,7 +105,7 @@ def run_device(
         conn = workspace.connect()
         chat = store.new_chat(conn, f"{name} chat")
         waits.pop(0).wait(120)
-        began = time.monotonic()
+        began, cpu = time.monotonic(), time.process_time()
         pending = 0
         while (now := time.monotonic()) < began + seconds:
             due = int((now - began) * rate) - result.written
@@ -116,6 +117,7 @@ def run_device(
                 _sync(engine, result)
                 pending = 0
             time.sleep(0.02)
+        result.cpu_s = time.process_time() - cpu
         conn.close()
         for _ in range(5):  # push what is left
             _sync(engine, result)
