@@ -1,4 +1,5 @@
-"""benchmarks/fleet.py runs end to end on a tiny fleet and a tiny big server."""
+"""benchmarks/fleet.py runs end to end on a tiny fleet, its one-process floor
+(--wire) and a tiny big server."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ def test_a_tiny_fleet_converges_directly_and_through_pgbouncer(
         "20000",
         "--big-owners",
         "10",
+        "--wire",
         "--quiet",
     ]
     assert fleet.main(argv) == 0
@@ -43,4 +45,8 @@ def test_a_tiny_fleet_converges_directly_and_through_pgbouncer(
     for mode in modes.split(","):
         assert f"| {mode} | 2 | 1 |" in out
     assert out.count("| 2/2 |") == len(modes.split(","))  # every device converged
+    assert "| path (one driver process) |" in out  # the floor: the same calls, one process
+    for mode in modes.split(","):
+        assert f"| {mode} | 2 | 1 | " in out.split("one driver process")[1]
+    assert "first error" not in out
     assert "big / empty p50" in out
