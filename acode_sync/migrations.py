@@ -91,13 +91,20 @@ def _apply_local(conn: sqlite3.Connection, done: set[str]) -> list[str]:
     tables = _table_names(conn)
     if LOCAL_CHECKSUMS in tables:
         refuse_changed("local", dict(conn.execute(f"SELECT name, sha256 FROM {LOCAL_CHECKSUMS}")))
+    pending = [migration for migration in shipped("sqlite") if migration.name not in done]
     ran = []
-    for migration in shipped("sqlite"):
-        if migration.name in done:
-            continue
-        # Each file is its own BEGIN IMMEDIATE ... COMMIT and records itself.
-        conn.executescript(migration.sql)
-        ran.append(migration.name)
+    if pending:
+        # A VACUUM (0007) copies the file through a temporary database: on
+        # disk, even where the connection keeps its temporary storage in memory.
+        temp_store = int(conn.execute("PRAGMA temp_store").fetchone()[0])
+        conn.execute("PRAGMA temp_store = FILE")
+        try:
+            for migration in pending:
+                # Each file is its own BEGIN IMMEDIATE ... COMMIT and records itself.
+                conn.executescript(migration.sql)
+                ran.append(migration.name)
+        finally:
+            conn.execute(f"PRAGMA temp_store = {temp_store}")
     if ran:
         sums = {m.name: m.sha256 for m in shipped("sqlite")}
         conn.execute("BEGIN IMMEDIATE")

@@ -164,6 +164,12 @@ def connect(path: Path | str, *, synchronous: str = "NORMAL") -> sqlite3.Connect
         conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
+        # A write that fires a capture trigger keeps a statement journal (the
+        # original of each page it changes, to undo the statement alone). On
+        # disk, once one statement of a big transaction outgrows SQLite's
+        # 64 KiB in-memory part, every later one pays two write() calls per
+        # page: the journal stays in memory (docs/BENCHMARKS.md, issue 9).
+        conn.execute("PRAGMA temp_store = MEMORY")
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise UsageError(f"{path}: not a usable SQLite database ({exc})") from None

@@ -5,7 +5,7 @@ The scripts import it as a sibling (``from harness import ...``), the way they
 run: ``python benchmarks/NAME.py`` puts ``benchmarks/`` first on ``sys.path``.
 """
 
-from harness.local import CONTENT, drop_capture_triggers, fresh_local
+from harness.local import CONTENT, drop_capture_triggers, floor_capture, fresh_local
 from harness.machine import (
     MEMORY_FILESYSTEMS,
     Machine,
@@ -53,6 +53,7 @@ __all__ = [
     "drop_capture_triggers",
     "emit",
     "filesystem_of",
+    "floor_capture",
     "floor_rows",
     "fresh_local",
     "load_average",

@@ -38,3 +38,17 @@ def drop_capture_triggers(conn: sqlite3.Connection) -> None:
             "SELECT name FROM sqlite_master WHERE type = 'trigger'"
         ).fetchall():
             conn.execute(f'DROP TRIGGER "{name}"')
+
+
+def floor_capture(conn: sqlite3.Connection) -> None:
+    """The capture's floor: every trigger goes, and each message insert writes
+    one constant row into ``sync_outbox`` (the same table, checks and indexes;
+    no key, no JSON, no lookups) from a trigger of its own. What no capture
+    trigger can undercut: the trigger firing and the outbox row itself."""
+    drop_capture_triggers(conn)
+    with write(conn):
+        conn.execute(
+            "CREATE TRIGGER bench_floor_capture AFTER INSERT ON messages BEGIN "
+            "INSERT INTO sync_outbox (idempotency_key, entity_type, entity_id, base_version, "
+            "payload, changed_at) VALUES ('k', 'message', 'e', 0, '{}', 'c'); END"
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 import subprocess
 
@@ -187,3 +188,23 @@ def test_becoming_local_only_sends_one_withdrawal_then_nothing(
         ("chat", "withdraw"),
     ]
     assert json.loads(rows[2]["payload"]) == {"id": chat}
+
+
+def test_the_key_is_a_ulid_of_its_millisecond_for_any_time(bare_db: sqlite3.Connection) -> None:
+    """The view's spelling of the time agrees with python-ulid's for times across
+    the whole 48-bit range (the view with the time given instead of read)."""
+    sql = bare_db.execute("SELECT sql FROM sqlite_master WHERE name = 'sync_new_key'").fetchone()[0]
+    now = "CAST(round((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)"
+    assert sql.count(now) == 1
+    select = sql.split(" AS\n", 1)[1].replace(now, ":t")
+    rng = random.Random(9)
+    times = [0, 1, 1023, 1024, 2**48 - 1, *(rng.randrange(2**48) for _ in range(2000))]
+    for ms in times:
+        key = bare_db.execute(select, {"t": ms}).fetchone()[0]
+        parsed = ULID.from_str(key)
+        assert parsed.milliseconds == ms
+        assert str(parsed) == key and len(key) == 26
+    # The random part: 16 hex digits, fresh per key.
+    tails = {bare_db.execute("SELECT key FROM sync_new_key").fetchone()[0][10:] for _ in range(200)}
+    assert len(tails) == 200
+    assert all(len(tail) == 16 and set(tail) <= set("0123456789ABCDEF") for tail in tails)

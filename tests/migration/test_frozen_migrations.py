@@ -48,6 +48,7 @@ PINNED = {
         "0007_incremental_vacuum": (
             "0ad8a454b06ac6329518b62acbf7e5353598a3e8c0ecf58d72f939d6032d869b"
         ),
+        "0008_cheap_capture": "1895d8d590779378c2fa8e4846b0943b3e74e391bb094a114b899e2a7a8d09e5",
     },
 }
 CHANGED = "0" * 64

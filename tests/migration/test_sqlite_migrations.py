@@ -6,6 +6,8 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from acode_sync.migrations import canonical_schema, migrate_local, pending_local, shipped
 from acode_sync.workspace import AGENT_DIR, Workspace, connect
 from tests.fix_local import needs
@@ -90,10 +92,46 @@ def test_an_existing_file_becomes_incremental_and_a_new_one_starts_so(tmp_path: 
     assert old.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
     old.close()
     conn = connect(tmp_path / "old.db")
-    assert migrate_local(conn) == ["0007_incremental_vacuum"]
+    assert migrate_local(conn) == [m.name for m in shipped("sqlite")[6:]]
     assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
     fresh = connect(tmp_path / "new.db")
     migrate_local(fresh)
     assert fresh.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
     conn.close()
     fresh.close()
+
+
+def test_0008_rebuilds_the_outbox_with_its_rows_and_the_same_checks(tmp_path: Path) -> None:
+    path = tmp_path / "w.db"
+    old = sqlite3.connect(path, isolation_level=None)
+    for migration in shipped("sqlite")[:7]:  # as 0007 left it
+        old.executescript(migration.sql)
+    old.execute("INSERT INTO chats (id, title) VALUES ('c', 't')")
+    old.execute("INSERT INTO messages (id, chat_id, role) VALUES ('m', 'c', 'user')")
+    old.execute("UPDATE sync_outbox SET status = 'Synced', payload = NULL WHERE seq = 1")
+    before = old.execute("SELECT * FROM sync_outbox ORDER BY seq").fetchall()
+    old.close()
+    conn = connect(path)
+    assert migrate_local(conn) == ["0008_cheap_capture"]
+    after = conn.execute("SELECT * FROM sync_outbox ORDER BY seq").fetchall()
+    assert [tuple(row) for row in after] == before
+    assert len(before) == 2
+    open_rows = (
+        "SELECT count(*) FROM sync_outbox INDEXED BY {} WHERE status IN ('Pending', 'Failed')"
+    )
+    for index in ("sync_outbox_open", "sync_outbox_entity", "sync_outbox_open_state"):
+        assert conn.execute(open_rows.format(index)).fetchone()[0] == 1
+    for status in ("Pending", "Synced", "Failed", "Conflict", "Superseded"):
+        conn.execute(
+            "INSERT INTO sync_outbox (idempotency_key, entity_type, entity_id, base_version, "
+            "payload, status, changed_at) VALUES ('k', 'chat', 'c', 0, '{}', ?, 'now')",
+            (status,),
+        )
+    for bad in ("pending", "Done", ""):
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+            conn.execute(
+                "INSERT INTO sync_outbox (idempotency_key, entity_type, entity_id, base_version, "
+                "payload, status, changed_at) VALUES ('k', 'chat', 'c', 0, '{}', ?, 'now')",
+                (bad,),
+            )
+    conn.close()

@@ -10,24 +10,26 @@ from tests.benchmarks_loader import benchmark_module, load_benchmark
 def test_benchmark_runs_with_a_small_n(tmp_path: Path) -> None:
     bench = load_benchmark("outbox_write")
     n = 50
-    result = bench.run(n=n, warmup=5, block=20, bulk_rows=n, base_dir=tmp_path)
+    result = bench.run(n=n, warmup=5, block=20, bulk_rows=n, repeats=2, base_dir=tmp_path)
 
     assert set(result.modes) == {"NORMAL", "FULL"}
     for mode in result.modes.values():
-        assert mode.captured.n == n and mode.baseline.n == n
-        assert 0 < mode.captured.p50_ms <= mode.captured.p99_ms <= mode.captured.max_ms
-        assert 0 < mode.baseline.p50_ms <= mode.baseline.p99_ms <= mode.baseline.max_ms
-        assert mode.captured_outbox_rows == 5 + n
-        assert mode.baseline_outbox_rows == 0
+        assert set(mode.latency) == {"captured", "baseline", "floor"}
+        for latency in mode.latency.values():
+            assert latency.n == n
+            assert 0 < latency.p50_ms <= latency.p99_ms <= latency.max_ms
+        assert mode.outbox_rows == {"captured": 5 + n, "baseline": 0, "floor": 5 + n}
 
     assert set(result.bulk) == {"NORMAL", "FULL"}
     for bulk in result.bulk.values():
         assert bulk.rows == n
         assert bulk.outbox_rows == n
         assert bulk.distinct_keys == n
+        assert all(len(times) == 2 and min(times) > 0 for times in bulk.seconds.values())
 
     report = bench.to_markdown(result)
     assert "| NORMAL |" in report and "| FULL |" in report
+    assert report.count("- issue 9,") == 4
     # The temp directory is cleaned up after the run.
     assert list(tmp_path.iterdir()) == []
 
