@@ -6,8 +6,8 @@ itself in its side's migrations table, so applying one by hand (``sqlite3 ...
 < FILE``, ``psql -f FILE``) and applying it here are the same thing.
 
 Every command opens its workspace through :func:`upgrade_local`; a workspace
-that already has every shipped migration costs it one query and a directory
-listing (the names): no file is read or hashed (issue 10).
+that already has every shipped migration costs it two small queries and a
+directory listing (the names): no file is read or hashed (issue 10).
 
 Released migrations are frozen (tests/migration/test_frozen_migrations.py pins
 their checksums). The runner records the sha256 of each file it applies
