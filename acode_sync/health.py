@@ -53,9 +53,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from acode_sync import outbox
 from acode_sync.clock import iso, parse_iso
@@ -102,8 +101,7 @@ JSON_KEYS = (
 _MOVING = f"({PENDING} OR {WAITING})"
 
 
-@dataclass(frozen=True)
-class Health:
+class Health(NamedTuple):
     mode: str
     paused: bool
     pending: int
@@ -164,28 +162,31 @@ def figures(conn: sqlite3.Connection, now: datetime, config: SyncConfig) -> Heal
     link = read_link(conn)
 
     conflicts = _count(conn, "SELECT count(*) FROM sync_conflicts WHERE acknowledged_at IS NULL")
+    # Rows are appended (seq) as they are made (created_at): the first moving
+    # row in send order is the oldest, one seek of sync_outbox_open.
     oldest = conn.execute(
-        f"SELECT min(created_at) FROM sync_outbox WHERE {OPEN} AND {_MOVING}"
-    ).fetchone()[0]
-    lag = _age(now, oldest) or 0.0
+        f"SELECT created_at FROM sync_outbox WHERE {OPEN} AND {_MOVING} ORDER BY seq LIMIT 1"
+    ).fetchone()
+    lag = _age(now, oldest[0] if oldest else None) or 0.0
 
     today = now.astimezone(UTC).date()
     midnight = iso(datetime.combine(today, time(0), tzinfo=UTC))
-    synced_today = _count(
-        conn,
-        "SELECT count(*) FROM sync_outbox WHERE status = 'Synced' AND synced_at >= ?",
-        midnight,
+    # Both from one range of sync_outbox_synced (local migration 0009).
+    window = iso(now - FAILURE_WINDOW)
+    recent, synced_today = (
+        int(value)
+        for value in conn.execute(
+            "SELECT coalesce(sum(synced_at >= :window), 0), "
+            "coalesce(sum(synced_at >= :midnight), 0) FROM sync_outbox "
+            "WHERE status = 'Synced' AND synced_at >= min(:window, :midnight)",
+            {"window": window, "midnight": midnight},
+        ).fetchone()
     )
     downloaded_today = _count(
         conn,
         "SELECT count(*) FROM sync_inbox WHERE status IN ('Applied', 'Conflict') "
         "AND applied_at >= ?",
         midnight,
-    )
-    recent = _count(
-        conn,
-        "SELECT count(*) FROM sync_outbox WHERE status = 'Synced' AND synced_at >= ?",
-        iso(now - FAILURE_WINDOW),
     )
     failing = queue.waiting + queue.failed
     failure_rate = failing / (failing + recent) if failing + recent else 0.0

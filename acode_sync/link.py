@@ -12,13 +12,12 @@ contact; ``queue --errors`` shows it for items that wait on the link.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from acode_sync.errors import CONNECTION_FAILED
 
 
-@dataclass(frozen=True)
-class Link:
+class Link(NamedTuple):
     last_contact_at: str | None
     down_since: str | None
     last_error: str | None

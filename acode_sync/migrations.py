@@ -1,9 +1,13 @@
 """Apply the shipped SQL migrations and record what ran.
 
 Migrations are numbered files in ``sql/sqlite`` (local) and ``sql/postgres``
-(server), read through importlib.resources. Each file records itself in its
-side's migrations table, so applying one by hand (``sqlite3 ... < FILE``,
-``psql -f FILE``) and applying it here are the same thing.
+(server), in the folder of the package ``acode_sync.sql``. Each file records
+itself in its side's migrations table, so applying one by hand (``sqlite3 ...
+< FILE``, ``psql -f FILE``) and applying it here are the same thing.
+
+Every command opens its workspace through :func:`upgrade_local`; a workspace
+that already has every shipped migration costs it two small queries and a
+directory listing (the names): no file is read or hashed (issue 10).
 
 Released migrations are frozen (tests/migration/test_frozen_migrations.py pins
 their checksums). The runner records the sha256 of each file it applies
@@ -17,13 +21,12 @@ unknown, accepted.
 from __future__ import annotations
 
 import functools
-import hashlib
+import os
 import sqlite3
-from dataclasses import dataclass
-from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from acode_sync.errors import MigrationChanged, NeedsAdmin, SetupError
+from acode_sync.queries import sql_dir
 
 if TYPE_CHECKING:
     import psycopg
@@ -35,8 +38,7 @@ LOCAL_TABLE = "sync_migrations"
 LOCAL_CHECKSUMS = "sync_migration_checksums"
 
 
-@dataclass(frozen=True)
-class Migration:
+class Migration(NamedTuple):
     name: str
     sql: str
     sha256: str  # of the file's bytes
@@ -48,21 +50,32 @@ def shipped(side: str) -> list[Migration]:
 
 
 @functools.cache
+def shipped_names(side: str) -> tuple[str, ...]:
+    """The names of the migrations of ``side``, in order, from the file names alone."""
+    return tuple(
+        sorted(
+            entry.removesuffix(".sql")
+            for entry in os.listdir(sql_dir() / side)
+            if entry.endswith(".sql") and entry[:4].isdigit()
+        )
+    )
+
+
+@functools.cache
 def _shipped(side: str) -> tuple[Migration, ...]:
-    # Read once per process: every open of a workspace checks what is pending.
-    folder = resources.files("acode_sync.sql").joinpath(side)
+    # Read once per process, and only by a process that applies or checks them.
+    import hashlib
+
     found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql") and entry.name[:4].isdigit():
-            data = entry.read_bytes()
-            name = entry.name.removesuffix(".sql")
-            found.append(Migration(name, data.decode("utf-8"), hashlib.sha256(data).hexdigest()))
-    return tuple(sorted(found, key=lambda migration: migration.name))
+    for name in shipped_names(side):
+        data = (sql_dir() / side / f"{name}.sql").read_bytes()
+        found.append(Migration(name, data.decode("utf-8"), hashlib.sha256(data).hexdigest()))
+    return tuple(found)
 
 
 def canonical_schema(side: str) -> str:
     """The full schema of a fresh install (``sql/<side>/schema.sql``)."""
-    return resources.files("acode_sync.sql").joinpath(side, "schema.sql").read_text("utf-8")
+    return (sql_dir() / side / "schema.sql").read_text("utf-8")
 
 
 def _table_names(conn: sqlite3.Connection) -> set[str]:
@@ -82,9 +95,14 @@ def migrate_local(conn: sqlite3.Connection) -> list[str]:
 
 def upgrade_local(conn: sqlite3.Connection) -> list[str]:
     """Like :func:`migrate_local`, but only on a database some migration already
-    made a workspace (never turns another SQLite file into one)."""
+    made a workspace (never turns another SQLite file into one), and with
+    nothing to do (every shipped name recorded) it reads no migration file:
+    the recorded checksums are checked before applying something, and by
+    ``migrate --local``."""
     done = applied_local(conn)
-    return _apply_local(conn, done) if done else []
+    if not done or done.issuperset(shipped_names("sqlite")):
+        return []
+    return _apply_local(conn, done)
 
 
 def _apply_local(conn: sqlite3.Connection, done: set[str]) -> list[str]:

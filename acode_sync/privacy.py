@@ -8,12 +8,15 @@ withheld (the caller supersedes the row), REDACTED goes without content.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from acode_sync.outbox import OutboxRow
 from acode_sync.queries import query
+
+if TYPE_CHECKING:
+    # Only a type here: `acode chat add` reads LEVELS and needs no outbox.
+    from acode_sync.outbox import OutboxRow
 
 LEVELS = ("FULL", "REDACTED", "LOCAL_ONLY")
 """From the least strict to the strictest."""
@@ -23,6 +26,8 @@ _RANK = {level: rank for rank, level in enumerate(LEVELS)}
 
 def levels_now(conn: sqlite3.Connection, rows: Sequence[OutboxRow]) -> dict[tuple[str, str], str]:
     """Each entity's privacy now, in two queries for the whole batch."""
+    import json  # here: `acode chat add` reads LEVELS and sends nothing
+
     chats = json.dumps([r.entity_id for r in rows if r.entity_type == "chat"])
     messages = json.dumps([r.entity_id for r in rows if r.entity_type == "message"])
     levels = {
@@ -38,6 +43,8 @@ def at_level(entity_type: str, payload: str, level: str) -> str:
     """``payload`` as it may travel at ``level`` (not LOCAL_ONLY: that is withheld)."""
     if level != "REDACTED":
         return payload
+    import json
+
     data = json.loads(payload)
     if data.get("content") is None and data.get("privacy") == "REDACTED":
         return payload

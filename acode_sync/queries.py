@@ -17,8 +17,9 @@ statements stay beside the code that runs them.
 from __future__ import annotations
 
 import functools
+import importlib
 import re
-from importlib import resources
+from pathlib import Path
 
 LOCAL_FILE = ("sqlite", "queries.sql")
 
@@ -51,10 +52,19 @@ def parse(text: str) -> dict[str, str]:
 
 
 @functools.cache
+def sql_dir() -> Path:
+    """The folder of the package ``acode_sync.sql`` (``sql/`` of the checkout in an
+    editable install, ``acode_sync/sql/`` of a wheel): a plain directory either
+    way, read with plain file calls. importlib.resources would do the same for
+    a package on disk, after an import that costs ``acode chat add`` more than
+    its whole insert (issue 10)."""
+    return Path(next(iter(importlib.import_module("acode_sync.sql").__path__)))
+
+
+@functools.cache
 def local_queries() -> dict[str, str]:
     """Every named statement of ``sql/sqlite/queries.sql`` (read once)."""
-    source = resources.files("acode_sync.sql").joinpath(*LOCAL_FILE)
-    return parse(source.read_text(encoding="utf-8"))
+    return parse(sql_dir().joinpath(*LOCAL_FILE).read_text(encoding="utf-8"))
 
 
 def query(name: str) -> str:

@@ -10,13 +10,16 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from acode_sync import text
 from acode_sync.errors import UsageError
 from acode_sync.privacy import LEVELS as PRIVACY_LEVELS
 from acode_sync.queries import query
 from acode_sync.workspace import write
+
+if TYPE_CHECKING:
+    from acode_sync.records import Chat, Message
 
 ROLES = ("user", "assistant", "system", "tool")
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -42,32 +45,6 @@ def new_id() -> str:
 
 
 NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
-
-
-@dataclass(frozen=True)
-class _Entity:
-    """What chats and messages share: identity, privacy and sync bookkeeping."""
-
-    id: str
-    privacy: str
-    version: int
-    sync_status: str
-    created_at: str
-    updated_at: str
-    deleted_at: str | None
-
-
-@dataclass(frozen=True)
-class Chat(_Entity):
-    title: str
-    message_count: int = 0
-
-
-@dataclass(frozen=True)
-class Message(_Entity):
-    chat_id: str
-    role: str
-    content: str
 
 
 def _check_text(**values: str) -> None:
@@ -153,11 +130,15 @@ def set_privacy(conn: sqlite3.Connection, entity_id: str, privacy: str) -> str:
 
 
 def list_chats(conn: sqlite3.Connection, include_deleted: bool = False) -> list[Chat]:
+    from acode_sync.records import Chat  # the read side: not loaded to write
+
     rows = conn.execute(query("list_chats"), {"include_deleted": include_deleted}).fetchall()
     return [Chat(**dict(row)) for row in rows]
 
 
 def get_chat(conn: sqlite3.Connection, chat_id: str) -> tuple[Chat, list[Message]]:
+    from acode_sync.records import Chat, Message
+
     _check_text(chat_id=chat_id)
     row = conn.execute(query("get_chat"), {"id": chat_id}).fetchone()
     if row is None:

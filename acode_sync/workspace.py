@@ -15,13 +15,15 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 from acode_sync import text
-from acode_sync.config import SyncConfig, load_config
 from acode_sync.errors import UsageError, WorkspaceBusy
 from acode_sync.migrations import upgrade_local
+
+if TYPE_CHECKING:
+    from acode_sync.config import SyncConfig
 
 AGENT_DIR = ".agent"
 DB_NAME = "workspace.db"
@@ -32,8 +34,7 @@ WAL_SIZE_LIMIT = 16 * 1024 * 1024  # bytes a WAL keeps after a checkpoint resets
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-@dataclass(frozen=True)
-class Workspace:
+class Workspace(NamedTuple):
     root: Path
 
     @property
@@ -53,6 +54,10 @@ class Workspace:
         return self.agent_dir / "conflicts"
 
     def config(self) -> SyncConfig:
+        # Imported here: a command that reads no config (`acode chat add`) does
+        # not build its classes (issue 10).
+        from acode_sync.config import load_config
+
         return load_config(self.config_path)
 
     def connect(self, *, create: bool = False, readonly: bool = False) -> sqlite3.Connection:

@@ -43,6 +43,9 @@ SYNC_COMMANDS = {
     "server": "acode_sync.cli.server:server",
 }
 ACODE_COMMANDS = {"chat": "acode_sync.cli.chat:chat"}
+# The commands that log nothing at the default level: without -v/-q they do
+# not load the logging package (`acode chat add` runs for every message).
+LOGS_NOTHING = frozenset({"chat"})
 
 
 def load(target: str) -> click.Command:
@@ -67,8 +70,11 @@ class LazyGroup(AcodeGroup):
         return [*self.lazy, *(name for name in super().list_commands(ctx) if name not in self.lazy)]
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in self.lazy and cmd_name not in self.commands:
-            self.add_command(load(self.lazy[cmd_name]), cmd_name)
+        if cmd_name in self.lazy:
+            if cmd_name not in LOGS_NOTHING:
+                apply_logging(ctx, needed=True)
+            if cmd_name not in self.commands:
+                self.add_command(load(self.lazy[cmd_name]), cmd_name)
         return super().get_command(ctx, cmd_name)
 
 

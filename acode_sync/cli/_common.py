@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 import sys
@@ -13,17 +12,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from acode_sync.config import SyncConfig
 from acode_sync.errors import EXIT_SYNC_INCOMPLETE, AcodeSyncError, SyncIncomplete, UsageError
 from acode_sync.text import printable
 from acode_sync.workspace import WORKSPACE_ENV, Workspace, find_workspace
 
 if TYPE_CHECKING:
-    # The engine pulls in psycopg: only the commands that sync import it.
+    # The engine pulls in psycopg: only the commands that sync import it; the
+    # config, only those that read it.
+    from acode_sync.config import SyncConfig
     from acode_sync.engine import CycleReport, SyncEngine
 
 F = TypeVar("F", bound=Callable[..., Any])
-log = logging.getLogger(__name__)
 
 
 class AcodeGroup(click.Group):
@@ -53,29 +52,36 @@ def report_cycle(report: CycleReport, *, quiet: bool, announced: bool = False) -
         raise SyncIncomplete()
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Logs to whatever ``sys.stderr`` is when a record is emitted (a test's
-    runner swaps it per invocation)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.stream = sys.stderr
-        super().emit(record)
-
-
 _VERBOSITY = "acode_sync.verbosity"
-LEVELS = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.DEBUG}
+_LOGS_NEEDED = "acode_sync.logs_needed"
 
 
-def apply_logging(ctx: click.Context) -> None:
+def apply_logging(ctx: click.Context, *, needed: bool = False) -> None:
     """Set the package's log level from the -v/-q seen so far in this invocation
     (``ctx.meta`` is one dict for the whole command line): the last one wins,
-    wherever it stood, and an invocation without either logs warnings."""
-    root = logging.getLogger("acode_sync")
-    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
-        handler = _StderrHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("acode-sync: %(levelname)s: %(message)s"))
-        root.addHandler(handler)
-    root.setLevel(LEVELS[ctx.meta.get(_VERBOSITY, 0)])
+    wherever it stood, and an invocation without either logs warnings.
+
+    The logging package is loaded only when something may log: -v or -q was
+    given, the command is one that logs (``needed``: the lazy groups say so
+    when they load it, see ``acode_sync.cli.LOGS_NOTHING``), or logging is
+    loaded already. ``acode chat add`` logs nothing at the default level, and
+    does not pay for the import (issue 10)."""
+    if needed:
+        ctx.meta[_LOGS_NEEDED] = True
+    verbosity = int(ctx.meta.get(_VERBOSITY, 0))
+    if verbosity or ctx.meta.get(_LOGS_NEEDED) or "logging" in sys.modules:
+        from acode_sync.cli import logs
+
+        logs.configure(verbosity)
+
+
+def debug(message: str, *args: object) -> None:
+    """A debug line of the CLI. Without logging loaded no -v was given, so the
+    line would not show: nothing is loaded for it."""
+    if "logging" in sys.modules:
+        import logging
+
+        logging.getLogger(__name__).debug(message, *args)
 
 
 def is_quiet(ctx: click.Context | None = None) -> bool:
@@ -121,7 +127,7 @@ class Session:
     @cached_property
     def workspace(self) -> Workspace:
         found = find_workspace(self._workspace_dir)
-        log.debug("workspace %s", found.root)
+        debug("workspace %s", found.root)
         return found
 
     def new_workspace(self) -> Workspace:

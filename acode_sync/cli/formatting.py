@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -31,14 +30,41 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
+# tabulate's "plain" layout: a header gets two columns of room, columns are
+# two spaces apart, cells are stripped and left-aligned, lines end at their text.
+HEADER_ROOM = 2
+GAP = "  "
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A plain table; every cell through :func:`printable` (any client's bytes).
     Columns line up by display width (wcwidth): a CJK character or an emoji
-    takes two columns."""
-    from tabulate import tabulate  # 10 ms: only the commands that print a table
+    takes two columns.
 
+    A table of printable ASCII (the queue's ids, states and errors, most chat
+    titles) is laid out here, the way tabulate's ``plain`` format does it (a
+    test holds the two equal): one character, one column. Anything else goes
+    to tabulate and wcwidth, whose import costs more than the rest of a
+    ``queue`` on a million rows (importlib.metadata for its version, wcwidth's
+    tables: about twice a bare Python start, docs/BENCHMARKS.md issue 10)."""
     cells = [[printable(str(cell)) for cell in row] for row in rows]
-    return tabulate(cells, headers=list(headers), tablefmt="plain", disable_numparse=True)
+    if not all(_plain(text) for text in (*headers, *(cell for row in cells for cell in row))):
+        from tabulate import tabulate
+
+        return tabulate(cells, headers=list(headers), tablefmt="plain", disable_numparse=True)
+    grid = [list(headers), *([cell.strip() for cell in row] for row in cells)]
+    widths = [len(header) + HEADER_ROOM for header in headers]
+    for row in grid[1:]:
+        widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=True)]
+    return "\n".join(
+        GAP.join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in grid
+    )
+
+
+def _plain(text: str) -> bool:
+    """Printable ASCII only: as wide as it is long, nothing tabulate reads specially."""
+    return text.isascii() and text.isprintable()
 
 
 def breakdown(counts: QueueCounts) -> str:
@@ -154,6 +180,8 @@ def until(now: datetime, stamp: str) -> str:
 def queue_json(rows: Sequence[OutboxRow], summary: QueueSummary, limit: int | None) -> str:
     """An object: the totals (as ``status`` counts), the summary, and the first
     ``limit`` items (all with ``limit`` None)."""
+    import json  # here: the text commands (status, queue) do not load it
+
     counts = summary.counts
     return json.dumps(
         {
@@ -250,6 +278,8 @@ def conflicts_text(records: Sequence[ConflictRecord], now: datetime, root: Path)
 
 
 def conflicts_json(records: Sequence[ConflictRecord]) -> str:
+    import json
+
     def side(payload: str | None) -> Any:
         return json.loads(payload) if payload else None
 

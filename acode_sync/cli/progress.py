@@ -2,7 +2,8 @@
 
 The bar goes to standard error, and only when that is a terminal: cron and
 pipes get the summary alone. It is redrawn at most :data:`REDRAW_SECONDS`
-apart, on one line, and wiped before the summary is printed.
+apart, on one line, and wiped before the summary is printed. A log line (-v)
+wipes it first and draws it again under itself (``acode_sync.cli.logs``).
 
 Ctrl-C asks the cycle to stop between batches: the batch in flight finishes
 (the engine hears "stop" from the bar's ``advance``, after the batch was
@@ -17,13 +18,14 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
-from acode_sync.cli import formatting
+from acode_sync.cli import formatting, logs
 from acode_sync.errors import SyncIncomplete
 from acode_sync.progress import DOWNLOAD, UPLOAD
 
@@ -124,6 +126,18 @@ class CycleProgress:
             self.stream.flush()
             self._drawn = False
 
+    @contextmanager
+    def hidden(self) -> Iterator[None]:
+        """The bar wiped for the time of the block, drawn again after it: a log
+        line (acode_sync.cli.logs) gets a line of its own, the bar stays under it."""
+        drawn = self._drawn
+        self.clear()
+        try:
+            yield
+        finally:
+            if drawn:
+                self.draw(force=True)
+
 
 def _rate(per_second: float) -> str:
     if per_second >= 1000:
@@ -173,6 +187,8 @@ def run_cycle(
         click.echo("Stopping after the batch in flight (Ctrl-C again to stop at once)...", err=True)
 
     previous = signal.signal(signal.SIGINT, on_sigint)
+    if progress.stream is not None:
+        logs.bar = progress  # log lines go above the bar, not into it
     try:
         report = engine.sync_once(ignore_backoff=ignore_backoff, progress=progress)
         return report, progress.started_cycle
@@ -185,6 +201,7 @@ def run_cycle(
         _interrupted(progress, conn, finished=False)
         raise SyncIncomplete("interrupted") from None
     finally:
+        logs.bar = None
         signal.signal(signal.SIGINT, previous)
         progress.clear()
 

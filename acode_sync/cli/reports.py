@@ -8,7 +8,6 @@ module too, and must start fast.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 
 import click
@@ -36,6 +35,8 @@ def status(as_json: bool, check: bool) -> None:
     now = utcnow()
     health = figures(s.reader, now, s.config)
     if as_json:
+        import json  # here: `status` as text does not load it
+
         click.echo(json.dumps(health.as_json(), indent=2))
     else:
         click.echo(formatting.status_text(health, now))

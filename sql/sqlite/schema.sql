@@ -72,6 +72,10 @@ CREATE INDEX sync_outbox_entity ON sync_outbox (entity_id, seq)
     WHERE status IN ('Pending', 'Failed');
 CREATE INDEX sync_outbox_open_state ON sync_outbox ((status || ':' || entity_type), next_retry_at)
     WHERE status IN ('Pending', 'Failed');
+CREATE INDEX sync_outbox_synced ON sync_outbox (synced_at)
+    WHERE status = 'Synced';
+CREATE INDEX sync_outbox_open_errors ON sync_outbox (status)
+    WHERE status IN ('Pending', 'Failed') AND last_error IS NOT NULL;
 CREATE TABLE "sync_inbox" (
     seq              INTEGER PRIMARY KEY,          -- the server's change seq
     idempotency_key  TEXT NOT NULL,

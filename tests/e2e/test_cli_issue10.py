@@ -20,21 +20,42 @@ from tests.fix_local import Cli
 HEAVY = ("psycopg", "prometheus_client", "sqlite_utils")
 
 LOADED = """\
-import json, sys
+import sys
 from acode_sync.cli import acode
 try:
     acode(sys.argv[1:], prog_name="acode", standalone_mode=False)
 finally:
-    print(json.dumps(sorted(sys.modules)), file=sys.stderr)
+    print(" ".join(sorted(sys.modules)), file=sys.stderr)
 """
+# What `acode chat add` (every message) does without: the config's YAML, the
+# tables, logging (nothing logs at the default level), the read side's
+# classes, and the package-data and checksum machinery of the migrations
+# (a workspace at the latest migration reads no migration file).
+NOT_FOR_ADD = (
+    "dataclasses",
+    "hashlib",
+    "importlib.metadata",
+    "importlib.resources",
+    "json",
+    "logging",
+    "tabulate",
+    "wcwidth",
+    "yaml",
+    "acode_sync.config",
+    "acode_sync.records",
+)
 
 
-def modules_after(*args: str) -> set[str]:
+def loaded_after(*args: str) -> set[str]:
     done = subprocess.run(
         [sys.executable, "-c", LOADED, *args], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
-    return {name.split(".")[0] for name in json.loads(done.stderr.splitlines()[-1])}
+    return set(done.stderr.splitlines()[-1].split())
+
+
+def modules_after(*args: str) -> set[str]:
+    return {name.split(".")[0] for name in loaded_after(*args)}
 
 
 def test_import_and_chat_add_load_no_driver_and_no_metrics(workspace: Workspace) -> None:
@@ -47,6 +68,23 @@ def test_import_and_chat_add_load_no_driver_and_no_metrics(workspace: Workspace)
     assert set(HEAVY) & modules_after("sync", "queue", "--workspace", root) == set()
     # status reads the figures, not the metrics library
     assert set(HEAVY) & modules_after("sync", "status", "--workspace", root) == set()
+
+
+def test_chat_add_loads_only_what_it_uses_and_an_ascii_queue_no_table_library(
+    workspace: Workspace,
+) -> None:
+    conn = workspace.connect()
+    chat = store.new_chat(conn, "t")
+    conn.close()
+    root = str(workspace.root)
+    assert set(NOT_FOR_ADD) & loaded_after("chat", "add", chat, "hi", "--workspace", root) == set()
+    # With -v it logs (and so loads logging).
+    assert "logging" in loaded_after("chat", "add", chat, "hi", "-v", "--workspace", root)
+    queue = loaded_after("sync", "queue", "--workspace", root)
+    assert {"tabulate", "wcwidth", "json"} & queue == set()
+    assert "tabulate" in loaded_after("chat", "new", "日本語", "--workspace", root) | (
+        loaded_after("chat", "list", "--workspace", root)
+    )
 
 
 def entry(program: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

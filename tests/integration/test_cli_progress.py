@@ -72,6 +72,32 @@ def test_now_draws_a_bar_on_a_terminal_and_prints_the_summary_last(alice: Device
     assert out.splitlines()[-1] == "Sync complete."
 
 
+def test_with_verbose_log_lines_and_the_bar_keep_lines_of_their_own(alice: Device) -> None:
+    small_batches(alice, 300, 20)
+    master, slave = pty.openpty()
+    with subprocess.Popen(
+        command(alice, "now", "-v"),
+        env=env(alice),
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        text=True,
+    ) as process:
+        os.close(slave)
+        terminal = read_all(master).decode("utf-8")
+        process.communicate(timeout=300)
+    os.close(master)
+    assert process.returncode == 0, terminal
+    # What the terminal shows: each \r\x1b[K wipes the line before it.
+    shown = [line.split("\r\x1b[K")[-1] for line in terminal.replace("\r\n", "\n").split("\n")]
+    logged = [line for line in shown if "acode-sync: DEBUG: " in line]
+    assert any("upload: " in line and " done" in line for line in logged), terminal
+    # Every log line starts a line of its own: no bar drawn in front of it.
+    assert all(line.startswith("acode-sync: DEBUG: ") for line in logged), logged
+    # The bar was drawn again after a log line, below it.
+    after_log = terminal.split("acode-sync: DEBUG: upload: ", 1)[1]
+    assert "↑ Uploading  [" in after_log
+
+
 def test_no_bar_when_stderr_is_not_a_terminal(alice: Device) -> None:
     small_batches(alice, 100, 20)
     done = subprocess.run(

@@ -49,6 +49,9 @@ PINNED = {
             "0ad8a454b06ac6329518b62acbf7e5353598a3e8c0ecf58d72f939d6032d869b"
         ),
         "0008_cheap_capture": "1895d8d590779378c2fa8e4846b0943b3e74e391bb094a114b899e2a7a8d09e5",
+        "0009_health_figures_indexes": (
+            "57bef0c96929bbdd5866ed8a4f50858405e5d3c3f8ee5b689ec7fb98f1a61feb"
+        ),
     },
 }
 CHANGED = "0" * 64

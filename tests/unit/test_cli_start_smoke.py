@@ -14,3 +14,4 @@ def test_cli_start_benchmark_runs_with_one_round(capsys: pytest.CaptureFixture[s
     for label in ("python -c pass", "acode chat add", "acode-sync status", "acode-sync queue"):
         assert f"| `{label}` |" in report
     assert "Queue of 50 open outbox rows" in report
+    assert "| `floor: sqlite3 shell, count(*) of the open rows` |" in report
