@@ -71,7 +71,7 @@ class Puller(Mover):
             progress.total(DOWNLOAD, max(0, head_seq(remote) - start))
         page_size = self.config.download.page_size
         caught_up = False
-        pacer = Pacer()
+        pacer = Pacer(self.conn)
         ahead: tuple[int, Future[list[tuple[Any, ...]]]] | None = None
         with ThreadPoolExecutor(1, thread_name_prefix="acode-sync-pull") as wire:
             while max_pages is None or report.pages < max_pages:

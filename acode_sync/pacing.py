@@ -14,18 +14,27 @@ could starve it for good. The gap is measured from the release, so a network
 wait between slices counts towards it and costs nothing; after a short hold
 (a small batch) the gap is short too.
 
+Only while another process writes to the file (``PRAGMA data_version`` moved
+in the last :data:`CONTENDED_S`) are the gaps full; otherwise they are
+:data:`IDLE_GAP_S`, so a sync with nobody else writing is not slowed by them,
+and a writer that shows up still finds the lock free now and then, and once
+it has written the gaps widen.
+
 The slice size adapts to the machine: each hold's duration sets the next
 slice's rows (at least :data:`LEAST_ROWS`).
 """
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from dataclasses import dataclass, field
 
 HOLD_S = 0.015  # aimed-at write-lock hold per slice
 GAP_S = 0.012  # the least time the lock stays free after a full hold
 GAP_MARGIN_S = 0.002  # after a shorter hold: the hold's duration and this
+IDLE_GAP_S = 0.004  # while no other process has written lately
+CONTENDED_S = 2.0  # how long a write by another process keeps the full gaps
 FIRST_ROWS = 200  # rows of the first slice, before anything is measured
 LEAST_ROWS = 25
 
@@ -34,15 +43,19 @@ LEAST_ROWS = 25
 class Pacer:
     """Slice sizes and the gaps between slices of one bulk write."""
 
+    conn: sqlite3.Connection | None = None
     rows: int = FIRST_ROWS
     hold_s: float = HOLD_S
     gap_s: float = GAP_S
     _released: float = field(default=0.0, init=False)
     _gap: float = field(default=0.0, init=False)
+    _version: int | None = field(default=None, init=False)
+    _contended_until: float = field(default=0.0, init=False)
 
     def before(self) -> float:
         """Wait until the lock has been free for the gap; the time it starts."""
-        rest = self._released + self._gap - time.perf_counter()
+        gap = self._gap if self._contended() else min(self._gap, IDLE_GAP_S)
+        rest = self._released + gap - time.perf_counter()
         if rest > 0:
             time.sleep(rest)
         return time.perf_counter()
@@ -58,6 +71,18 @@ class Pacer:
         # Halfway towards the aimed size: one slow slice does not cut the next
         # to nothing.
         self.rows = max(LEAST_ROWS, int((self.rows + aimed) / 2))
+
+    def _contended(self) -> bool:
+        """Whether another process wrote to the file lately (``data_version``
+        moves only with other connections' commits); without a connection, always."""
+        if self.conn is None:
+            return True
+        version = int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+        now = time.perf_counter()
+        if self._version is not None and version != self._version:
+            self._contended_until = now + CONTENDED_S
+        self._version = version
+        return now < self._contended_until
 
     def released(self) -> None:
         """After COMMIT: the gap starts now."""

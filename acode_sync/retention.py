@@ -63,7 +63,7 @@ def reclaim(conn: sqlite3.Connection) -> int:
     if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != INCREMENTAL:
         return 0
     freed = 0
-    pacer = Pacer(rows=VACUUM_SLICE)
+    pacer = Pacer(conn, rows=VACUUM_SLICE)
     while True:
         started = pacer.before()
         with write(conn):

@@ -70,7 +70,7 @@ class Uploader(Mover):
 
     def __post_init__(self) -> None:
         self.policy = RetryPolicy.from_config(self.config.retry)
-        self.pacer = Pacer()
+        self.pacer = Pacer(self.conn)
 
     def push(
         self,
