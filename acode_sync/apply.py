@@ -55,19 +55,33 @@ def applying_remote(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         yield conn
 
 
-def apply_inbox(conn: sqlite3.Connection, now: str) -> tuple[int, int]:
+def apply_inbox(
+    conn: sqlite3.Connection, now: str, kinds: set[tuple[str, str]] | None = None
+) -> tuple[int, int]:
     """Apply every ``Pending`` inbox row and mark it ``Applied`` (a message of a
     chat that is not here: ``Skipped``), inside the caller's transaction.
-    Rows that needed a decision are marked already. Returns (applied, skipped)."""
+    Rows that needed a decision are marked already. ``kinds``: the (entity_type,
+    op) pairs pending, when known (None: any); the statements of the others are
+    not run. Returns (applied, skipped)."""
+
+    def has(entity_type: str, op: str) -> bool:
+        return kinds is None or (entity_type, op) in kinds
+
+    skipped = 0
     with echo_guard(conn):
-        conn.execute(query("apply_withdrawn_chat_messages"))
-        conn.execute(query("apply_withdrawn_messages"))
-        conn.execute(query("apply_withdrawn_chats"))
-        conn.execute(query("apply_chats"))
-        # A message whose chat is not here (withdrawn, or LOCAL_ONLY on this
-        # device) stays out: privacy decided elsewhere is not undone here.
-        skipped = conn.execute(query("skip_orphan_messages"), {"now": now}).rowcount
-        conn.execute(query("apply_messages"))
+        if has("chat", "withdraw"):
+            conn.execute(query("apply_withdrawn_chat_messages"))
+        if has("message", "withdraw"):
+            conn.execute(query("apply_withdrawn_messages"))
+        if has("chat", "withdraw"):
+            conn.execute(query("apply_withdrawn_chats"))
+        if has("chat", "upsert"):
+            conn.execute(query("apply_chats"))
+        if has("message", "upsert"):
+            # A message whose chat is not here (withdrawn, or LOCAL_ONLY on this
+            # device) stays out: privacy decided elsewhere is not undone here.
+            skipped = conn.execute(query("skip_orphan_messages"), {"now": now}).rowcount
+            conn.execute(query("apply_messages"))
         applied = conn.execute(
             "UPDATE sync_inbox SET status = 'Applied', applied_at = ? WHERE status = 'Pending'",
             (now,),

@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from acode_sync.clock import iso
+from acode_sync.pacing import Pacer
 from acode_sync.queries import query
 from acode_sync.workspace import write
 
 # Rows deleted per write transaction (a few ms each).
 PRUNE_SLICE = 2000
-# Pages (4 KiB) handed back per write transaction: about 20 ms each.
+# Pages (4 KiB) handed back by the first write transaction; the next ones as
+# many as fit a paced slice (acode_sync.pacing).
 VACUUM_SLICE = 500
 INCREMENTAL = 2  # PRAGMA auto_vacuum
 
@@ -61,14 +63,18 @@ def reclaim(conn: sqlite3.Connection) -> int:
     if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != INCREMENTAL:
         return 0
     freed = 0
+    pacer = Pacer(conn, rows=VACUUM_SLICE)
     while True:
+        started = pacer.before()
         with write(conn):
             free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
-            step = min(free, VACUUM_SLICE)
+            step = min(free, pacer.rows)
             # One page per call: Python's sqlite3 steps a pragma that returns
             # no row only once, so incremental_vacuum(N) would free one page.
             for _ in range(step):
                 conn.execute("PRAGMA incremental_vacuum(1)")
+            pacer.held(started, step)
+        pacer.released()
         freed += step
-        if free <= VACUUM_SLICE:
+        if free <= step:
             return freed

@@ -17,7 +17,13 @@ from datetime import datetime, timedelta
 import psycopg
 
 from acode_sync.config import RetryConfig
-from acode_sync.errors import PermanentError, TransientError
+from acode_sync.errors import (
+    BATCH_FAILED,
+    INVALID_PAYLOAD,
+    ConnectionFailed,
+    PermanentError,
+    TransientError,
+)
 
 Rand = Callable[[], float]
 """A random source returning a float in [0, 1), like ``random.random``."""
@@ -125,3 +131,20 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return True
     return not isinstance(exc, _PERMANENT)
+
+
+def is_link(exc: BaseException) -> bool:
+    """True when it was the link that failed (not the server, not the data)."""
+    return isinstance(exc, ConnectionFailed | psycopg.OperationalError | OSError | TimeoutError)
+
+
+def describe(exc: BaseException) -> str:
+    """An upload failure as an item's error: its code, its kind, its first line."""
+    if isinstance(exc, ConnectionFailed):
+        return str(exc)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if is_link(exc):
+        return f"{ConnectionFailed.code}: connection lost: {text}"
+    if is_transient(exc):
+        return f"{BATCH_FAILED}: batch failed: {text}"
+    return f"{INVALID_PAYLOAD}: invalid payload: {text}"

@@ -10,8 +10,9 @@ One round of :meth:`Uploader.push`:
 2. coalesce (newest row per entity, at its oldest row's position) and cut a
    batch by count and bytes;
 3. re-check privacy against the entity as it is now;
-4. send the batch: one round trip, one server transaction (``acode_sync.push``);
-5. mark every result in one local transaction.
+4. send the batch: one round trip, one server transaction (``acode_sync.push``),
+   overlapped with the local work of the batches before and after it;
+5. mark every result, in short paced local transactions (``acode_sync.pacing``).
 
 A failure of the link during a batch marks that batch Failed with a backoff
 (its retry state lives in the rows, so it survives restarts); a connection
@@ -22,10 +23,10 @@ split until the bad item stands alone, so one bad item never sinks the rest.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,16 +41,18 @@ from acode_sync.errors import (
     BATCH_FAILED,
     INVALID_PAYLOAD,
     MAX_RETRIES_EXCEEDED,
-    ConnectionFailed,
     SetupError,
 )
 from acode_sync.link import note_contact
 from acode_sync.mover import Mover
 from acode_sync.outbox import OutboxRow, claim_due
+from acode_sync.pacing import Pacer
 from acode_sync.progress import UPLOAD, Progress
 from acode_sync.queries import query
 from acode_sync.remote import ItemResult, push_batch
-from acode_sync.retry import RetryPolicy, is_transient
+from acode_sync.retry import RetryPolicy, describe, is_link, is_transient
+from acode_sync.rounds import PushReport as PushReport
+from acode_sync.rounds import Round, wire_items
 from acode_sync.text import printable
 from acode_sync.validate import check_items
 from acode_sync.workspace import write
@@ -57,29 +60,6 @@ from acode_sync.workspace import write
 log = logging.getLogger(__name__)
 
 Rand = Callable[[], float]
-
-
-@dataclass
-class PushReport:
-    """What one push did, item by item outcome, and the errors to show."""
-
-    errors: list[str] = field(default_factory=list)
-    batches: int = 0
-    sent: int = 0
-    applied: int = 0
-    duplicates: int = 0
-    conflicts: int = 0
-    rejected: int = 0
-    failed: int = 0
-    withheld: int = 0
-    # A batch was answered: the server is reachable again in this cycle.
-    reached: bool = False
-    # Set when the link failed mid-cycle (one of ``errors``): status says offline.
-    link_error: str | None = None
-
-    @property
-    def uploaded(self) -> int:
-        return self.applied + self.duplicates
 
 
 @dataclass(eq=False)
@@ -90,6 +70,7 @@ class Uploader(Mover):
 
     def __post_init__(self) -> None:
         self.policy = RetryPolicy.from_config(self.config.retry)
+        self.pacer = Pacer(self.conn)
 
     def push(
         self,
@@ -100,37 +81,123 @@ class Uploader(Mover):
         progress: Progress | None = None,
     ) -> PushReport:
         """Send every due row; stop early when the link fails. ``progress`` hears
-        of every batch once it is marked."""
+        of every batch once it is marked (a stop it asks for takes effect before
+        the next batch goes; the batch in flight is answered and marked).
+
+        The round trips overlap the local work: while batch k is on the wire,
+        batch k-1's results are marked and batch k+1 is claimed (after k's rows,
+        only when k's claim held nothing back) and made ready; k+1 goes once k
+        is answered, unless it shares an entity with k (then it is planned
+        again after k is marked). Nothing goes before the batch ahead of it
+        was answered, so a failure stops the queue where it stopped before."""
         report = PushReport()
         if progress is not None:
             figures = outbox.counts(self.conn)
             progress.total(UPLOAD, figures.pending + figures.waiting)
-        while max_batches is None or report.batches < max_batches:
-            rows = claim_due(
-                self.conn,
-                self.clock(),
-                self.config.upload.batch_size,
-                ignore_backoff=ignore_backoff,
-                # Backoff protects a struggling server; once it has answered a
-                # batch, what failed only because the link broke goes too, so
-                # the queue does not stall behind the link's backoff.
-                release_link_failures=report.reached,
-            )
-            if not rows:
-                break
-            send = self._isolate_invalid(coalesce(rows), report)
-            if not send:
-                if progress is not None:
-                    progress.advance(UPLOAD, len(rows))
-                continue  # every claimed row was unfit; they are Failed now
-            batch = take_batch(
-                send, self.config.upload.batch_size, self.config.upload.batch_bytes_max
-            )
-            if not self._send(remote, batch, report):
-                break
-            if progress is not None:
-                progress.advance(UPLOAD, _settled(rows, send, batch))
+        answered: list[tuple[Round, list[ItemResult]]] = []
+        untold = [0]  # rows marked, not told to ``progress`` yet
+
+        def mark() -> None:
+            while answered:
+                done, results = answered.pop()
+                self._mark_results(done.items, results, report)
+                untold[0] += done.settled()
+
+        def tell(extra: int = 0) -> None:
+            count, untold[0] = untold[0] + extra, 0
+            if progress is not None and count:
+                progress.advance(UPLOAD, count)
+
+        def more() -> bool:
+            return max_batches is None or report.batches < max_batches
+
+        with ThreadPoolExecutor(1, thread_name_prefix="acode-sync-push") as wire:
+            try:
+                current = self._plan(0, report, ignore_backoff)
+                while current is not None and more():
+                    if not current.items:
+                        mark()
+                        tell()
+                        self._send_nothing(current, report, progress)
+                        current = self._plan(0, report, ignore_backoff)
+                        continue
+                    report.batches += 1
+                    self._mark_withheld(current.withheld, report)
+                    flight = wire.submit(self._push_isolating, remote, current.items, current.wire)
+                    mark()  # the batch before, while this one is on the wire
+                    ahead = None
+                    if current.clean and more():
+                        ahead = self._plan(current.last_seq, report, ignore_backoff)
+                    results = self._answer(flight, current, report)
+                    if results is None:
+                        break
+                    answered.append((current, results))
+                    tell()  # a stop asked for here marks this batch first (finally)
+                    if ahead is not None and not ahead.entities() & current.entities():
+                        current = ahead
+                        continue
+                    mark()
+                    tell(ahead.isolated() if ahead else 0)
+                    current = self._plan(0, report, ignore_backoff)
+            finally:
+                mark()
+                tell()  # a stop asked for here is raised once this batch is marked
         return report
+
+    def _plan(self, after: int, report: PushReport, ignore_backoff: bool) -> Round | None:
+        """The next round: claim, coalesce, isolate the unfit, cut the batch,
+        re-check privacy, build the JSON. None when nothing is due."""
+        claim = claim_due(
+            self.conn,
+            self.clock(),
+            self.config.upload.batch_size,
+            after=after,
+            ignore_backoff=ignore_backoff,
+            # Backoff protects a struggling server; once it has answered a
+            # batch, what failed only because the link broke goes too, so
+            # the queue does not stall behind the link's backoff.
+            release_link_failures=report.reached,
+        )
+        if not claim.rows:
+            return None
+        send = self._isolate_invalid(coalesce(claim.rows), report)
+        batch = (
+            take_batch(send, self.config.upload.batch_size, self.config.upload.batch_bytes_max)
+            if send
+            else []
+        )
+        items, withheld = self._prepare(batch)
+        wire = wire_items(items) if items else ""
+        clean = claim.clean and len(batch) == len(send)
+        return Round(claim.rows, send, batch, items, withheld, wire, clean)
+
+    def _send_nothing(self, plan: Round, report: PushReport, progress: Progress | None) -> None:
+        """A round with nothing to send: its rows are unfit (Failed) or withheld."""
+        if plan.batch:
+            report.batches += 1
+            self._mark_withheld(plan.withheld, report)
+        if progress is not None:
+            progress.advance(UPLOAD, plan.settled() if plan.batch else len(plan.rows))
+
+    def _answer(
+        self, flight: Future[list[ItemResult]], plan: Round, report: PushReport
+    ) -> list[ItemResult] | None:
+        """The batch's results; None when the link failed (marked for a retry)."""
+        try:
+            results = flight.result()
+        except SetupError:
+            raise
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            self._mark_transient(plan.items, exc)
+            report.failed += len(plan.items)
+            report.errors.append(describe(exc))
+            if is_link(exc):
+                report.link_error = report.link_error or describe(exc)
+            return None
+        report.reached = True
+        return results
 
     def _isolate_invalid(self, rows: list[OutboxRow], report: PushReport) -> list[OutboxRow]:
         """Mark the rows that cannot be uploaded as they are Failed for good
@@ -158,34 +225,6 @@ class Uploader(Mover):
 
     # -- one batch -----------------------------------------------------------
 
-    def _send(
-        self, remote: psycopg.Connection[Any], batch: list[OutboxRow], report: PushReport
-    ) -> bool:
-        """Send one batch and mark it; False when the link failed (stop for now)."""
-        items, withheld = self._prepare(batch)
-        report.batches += 1
-        if withheld:
-            self._mark_withheld(withheld)
-            report.withheld += len(withheld)
-        if not items:
-            return True
-        try:
-            results = self._push_isolating(remote, items)
-        except SetupError:
-            raise
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            self._mark_transient(items, exc)
-            report.failed += len(items)
-            report.errors.append(_describe(exc))
-            if _is_link(exc):
-                report.link_error = report.link_error or _describe(exc)
-            return False
-        report.reached = True
-        self._mark_results(items, results, report)
-        return True
-
     def _prepare(
         self, batch: Sequence[OutboxRow]
     ) -> tuple[list[tuple[OutboxRow, str]], list[OutboxRow]]:
@@ -205,12 +244,13 @@ class Uploader(Mover):
         return items, withheld
 
     def _push_isolating(
-        self, remote: psycopg.Connection[Any], items: list[tuple[OutboxRow, str]]
+        self, remote: psycopg.Connection[Any], items: list[tuple[OutboxRow, str]], wire: str = ""
     ) -> list[ItemResult]:
-        """Push; if the server refuses the batch as a whole for a permanent reason,
-        halve it until the item at fault stands alone and is rejected by itself."""
+        """Push (``wire``: the items' JSON, when made already); if the server
+        refuses the batch as a whole for a permanent reason, halve it until the
+        item at fault stands alone and is rejected by itself."""
         try:
-            return push_batch(remote, str(ULID()), self.device_id, _wire_items(items))
+            return push_batch(remote, str(ULID()), self.device_id, wire or wire_items(items))
         except SetupError:
             raise  # the remote is not set up: no item is at fault
         except Exception as exc:
@@ -218,7 +258,7 @@ class Uploader(Mover):
                 raise
             if len(items) == 1:
                 row = items[0][0]
-                return [ItemResult(row.idempotency_key, "rejected", None, _describe(exc), None)]
+                return [ItemResult(row.idempotency_key, "rejected", None, describe(exc), None)]
             half = len(items) // 2
             return self._push_isolating(remote, items[:half]) + self._push_isolating(
                 remote, items[half:]
@@ -226,7 +266,10 @@ class Uploader(Mover):
 
     # -- marking -------------------------------------------------------------
 
-    def _mark_withheld(self, rows: Sequence[OutboxRow]) -> None:
+    def _mark_withheld(self, rows: Sequence[OutboxRow], report: PushReport) -> None:
+        if not rows:
+            return
+        report.withheld += len(rows)
         now = iso(self.clock())
         with write(self.conn):
             for row in rows:
@@ -235,7 +278,7 @@ class Uploader(Mover):
 
     def _mark_transient(self, items: Sequence[tuple[OutboxRow, str]], exc: BaseException) -> None:
         now = self.clock()
-        reason = _describe(exc)
+        reason = describe(exc)
         with write(self.conn):
             for row, _payload in items:
                 decision = self.policy.after_failure(row.retry_count, now, self.rand)
@@ -266,60 +309,78 @@ class Uploader(Mover):
         results: Sequence[ItemResult],
         report: PushReport,
     ) -> None:
+        """Mark a batch's results, a slice per write transaction, paced for other
+        writers (``acode_sync.pacing``); a crash between slices leaves the rest
+        Pending, to be answered as duplicates next time."""
         by_key = {result.key: result for result in results}
+        done = 0
+        while done < len(items):
+            part = items[done : done + self.pacer.rows]
+            done += len(part)
+            started = self.pacer.before()
+            with write(self.conn):
+                self._mark_part(part, by_key, report)
+                self.pacer.held(started, len(part))
+            self.pacer.released()
+
+    def _mark_part(
+        self,
+        items: Sequence[tuple[OutboxRow, str]],
+        by_key: dict[str, ItemResult],
+        report: PushReport,
+    ) -> None:
         now = iso(self.clock())
         acked: list[tuple[int, str, str, int, int]] = []
-        with write(self.conn):
-            for row, payload in items:
-                result = by_key.get(row.idempotency_key)
-                if result is None:  # the server answers every item; never drop one
-                    result = ItemResult(
-                        row.idempotency_key,
-                        "rejected",
-                        None,
-                        f"{BATCH_FAILED}: no result for this item",
-                        None,
-                    )
-                report.sent += 1
-                if result.outcome in ("applied", "duplicate"):
-                    if result.outcome == "applied":
-                        report.applied += 1
-                    else:
-                        report.duplicates += 1
-                    acked.append(
-                        (
-                            row.seq,
-                            row.entity_type,
-                            row.entity_id,
-                            row.base_version,
-                            result.version or 0,
-                        )
-                    )
-                    continue
-                self._supersede_older(row, now)
-                if result.outcome == "conflict":
-                    report.conflicts += 1
-                    conflicts.resolve_push_conflict(
-                        self.conn,
-                        self.config,
-                        self.device_id,
-                        row,
-                        payload,
-                        result,
-                        now,
-                        self.conflicts_dir,
-                    )
+        for row, payload in items:
+            result = by_key.get(row.idempotency_key)
+            if result is None:  # the server answers every item; never drop one
+                result = ItemResult(
+                    row.idempotency_key,
+                    "rejected",
+                    None,
+                    f"{BATCH_FAILED}: no result for this item",
+                    None,
+                )
+            report.sent += 1
+            if result.outcome in ("applied", "duplicate"):
+                if result.outcome == "applied":
+                    report.applied += 1
                 else:
-                    report.rejected += 1
-                    reason = result.reason or "rejected by the server"
-                    if not reason.startswith("ACODE-SYNC-"):
-                        reason = f"{INVALID_PAYLOAD}: invalid payload: {reason}"
-                    report.errors.append(f"{row.entity_type} {row.entity_id}: {reason}")
-                    self.conn.execute(query("fail_for_good"), {"error": reason, "seq": row.seq})
-                    self._set_entity_status(row, "Failed")
-            if acked:
-                outbox.acknowledge(self.conn, acked, now)
-            note_contact(self.conn, now)
+                    report.duplicates += 1
+                acked.append(
+                    (
+                        row.seq,
+                        row.entity_type,
+                        row.entity_id,
+                        row.base_version,
+                        result.version or 0,
+                    )
+                )
+                continue
+            self._supersede_older(row, now)
+            if result.outcome == "conflict":
+                report.conflicts += 1
+                conflicts.resolve_push_conflict(
+                    self.conn,
+                    self.config,
+                    self.device_id,
+                    row,
+                    payload,
+                    result,
+                    now,
+                    self.conflicts_dir,
+                )
+            else:
+                report.rejected += 1
+                reason = result.reason or "rejected by the server"
+                if not reason.startswith("ACODE-SYNC-"):
+                    reason = f"{INVALID_PAYLOAD}: invalid payload: {reason}"
+                report.errors.append(f"{row.entity_type} {row.entity_id}: {reason}")
+                self.conn.execute(query("fail_for_good"), {"error": reason, "seq": row.seq})
+                self._set_entity_status(row, "Failed")
+        if acked:
+            outbox.acknowledge(self.conn, acked, now)
+        note_contact(self.conn, now)
 
     def _supersede_older(self, row: OutboxRow, now: str) -> None:
         self.conn.execute(
@@ -337,47 +398,3 @@ class Uploader(Mover):
             f"UPDATE {ENTITY_TABLE[row.entity_type]} SET sync_status = ? WHERE id = ?",
             (status, row.entity_id),
         )
-
-
-def _settled(
-    claimed: Sequence[OutboxRow], send: Sequence[OutboxRow], batch: Sequence[OutboxRow]
-) -> int:
-    """How many claimed rows a round took out of the queue: those of the batch's
-    entities (the older rows it coalesced too) and those isolated as invalid."""
-    sent = {(row.entity_type, row.entity_id) for row in batch}
-    fit = {(row.entity_type, row.entity_id) for row in send}
-    keys = [(row.entity_type, row.entity_id) for row in claimed]
-    return sum(1 for key in keys if key in sent or key not in fit)
-
-
-def _wire_items(items: Sequence[tuple[OutboxRow, str]]) -> str:
-    """The batch as JSON text; payloads are spliced in as the JSON they already are."""
-    parts = []
-    for row, payload in items:
-        head = json.dumps(
-            {
-                "key": row.idempotency_key,
-                "entity_type": row.entity_type,
-                "entity_id": row.entity_id,
-                "op": row.op,
-                "base_version": row.base_version,
-                "changed_at": row.changed_at,
-            }
-        )
-        parts.append(f'{head[:-1]}, "payload": {payload}}}')
-    return "[" + ", ".join(parts) + "]"
-
-
-def _is_link(exc: BaseException) -> bool:
-    return isinstance(exc, ConnectionFailed | psycopg.OperationalError | OSError | TimeoutError)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionFailed):
-        return str(exc)
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if _is_link(exc):
-        return f"{ConnectionFailed.code}: connection lost: {text}"
-    if is_transient(exc):
-        return f"{BATCH_FAILED}: batch failed: {text}"
-    return f"{INVALID_PAYLOAD}: invalid payload: {text}"

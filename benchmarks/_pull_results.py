@@ -69,10 +69,10 @@ def to_markdown(result: PullBenchResult, command: str | None = None) -> str:
             f"| pull + apply (ours), end to end | {p.seconds:.2f} | {p.rows_per_s:,.0f} | 100% |",
             f"| - fetch: `pull_page` (server + round trip) | {p.fetch_s:.2f} "
             f"| {p.changes / p.fetch_s:,.0f} | {p.fetch_s / p.seconds:.0%} |",
-            f"| - write inbox + cursor (the rest) | {p.inbox_s:.2f} "
+            f"| - the rest: inbox + cursor + gaps, less overlapped fetch | {p.inbox_s:.2f} "
             f"| {p.changes / p.inbox_s:,.0f} | {p.inbox_s / p.seconds:.0%} |",
-            f"| - `apply_inbox` | {p.apply_s:.2f} | {p.changes / p.apply_s:,.0f} "
-            f"| {p.apply_s / p.seconds:.0%} |",
+            f"| - apply (`_apply_pending`) | {p.apply_s:.2f} "
+            f"| {p.changes / p.apply_s:,.0f} | {p.apply_s / p.seconds:.0%} |",
             f"| local work only (inbox + apply) | {p.inbox_s + p.apply_s:.2f} "
             f"| {p.changes / (p.inbox_s + p.apply_s):,.0f} | "
             f"{(p.inbox_s + p.apply_s) / p.seconds:.0%} |",

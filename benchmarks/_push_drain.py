@@ -54,8 +54,10 @@ SCRIPT = Path(__file__).with_name("push.py")
 CLIENT_PHASES: tuple[Phase, ...] = (
     ("claim due rows (SELECT, OutboxRow)", "claim_due", "outbox.py"),
     ("privacy re-check", "_prepare", "upload.py"),
-    ("JSON of the batch", "_wire_items", "upload.py"),
-    ("push_batch: round trip + server", "push_batch", "remote.py"),
+    ("JSON of the batch", "wire_items", "rounds.py"),
+    # push_batch runs on the uploader's worker thread, which cProfile does not see:
+    # what the main thread waits for is the round trip less what overlaps it.
+    ("waiting for the round trip (not overlapped)", "_answer", "upload.py"),
     ("mark results (local transaction)", "_mark_results", "upload.py"),
     ("coalesce + take_batch", "coalesce", "batching.py"),
 )

@@ -9,7 +9,10 @@ At batch 1,000 (16 MiB byte limit) and at batch 50 (1 MiB).
 
 Beside it, in the same run and on the same rows: the floor (``harness.floor_rows``:
 the rows INSERTed straight into ``acode_sync.messages`` as the device role, 1,000
-per statement) and a raw COPY (``harness.copy_rows``), sampled before the sync.
+per statement), a raw COPY (``harness.copy_rows``), and the server's ``push()``
+alone (the outbox rows' wire JSON made beforehand, then one ``acode_sync.push``
+call per batch of the run's size, back to back: what no ``now`` can beat at
+that batch size), sampled before the sync.
 
 After the batch-1,000 sync: the workspace file (main file + WAL) against a
 data-only copy (``VACUUM INTO``, every sync table and trigger dropped, VACUUM);
@@ -41,6 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _now_push_only as push_only
 import _push_backlog as backlog
 import _push_drain as drain
 import harness
@@ -69,6 +73,7 @@ class SyncRun:
     seconds: float  # the whole `now` process, start to exit
     floor_s: float
     copy_s: float
+    push_only_s: float = 0.0  # the server's push() alone, same rows and batch size
     pull_seconds: float = 0.0  # a new device's `now`, pulling the rows (batch 1,000 only)
     file_bytes: int = 0  # main file + WAL after the sync
     wal_bytes: int = 0  # of which the WAL
@@ -90,6 +95,11 @@ class SyncRun:
     @property
     def floor_ratio(self) -> float:
         return self.floor_s / self.seconds
+
+    @property
+    def push_only_ratio(self) -> float:
+        """The server's push() alone against the floor: the most ``now`` could reach."""
+        return self.floor_s / self.push_only_s if self.push_only_s else 0.0
 
 
 @dataclass
@@ -207,12 +217,13 @@ def sync_run(
     progress(f"{rows:,} at batch {batch_size}: floor and COPY", quiet)
     floor_s = drain.timed_floor(db_url, source)
     copy_s = drain.timed_copy(db_url, source)
+    push_only_s = push_only.timed_push_only(db_url, db, batch_size)
     harness.reset_server(db_url)
     progress(f"{rows:,} at batch {batch_size}: acode-sync now", quiet)
     seconds = cli(ws, "now")
     check_server(db_url, rows)
     backlog.check_local_all_synced(sqlite3.connect(db), rows)
-    run = SyncRun(rows, batch_size, seconds, floor_s, copy_s)
+    run = SyncRun(rows, batch_size, seconds, floor_s, copy_s, push_only_s)
     if not full:
         return run
     run.file_bytes, run.wal_bytes = db_bytes(db)
@@ -304,13 +315,15 @@ def to_markdown(result: NowBenchResult, command: str) -> str:
         f"total {result.elapsed_s:.0f} s",
         f"- code: {result.code}",
         "",
-        "| rows | batch | `now` s | rows/s | floor rows/s | ratio to floor | COPY rows/s |",
-        "|--:|--:|--:|--:|--:|--:|--:|",
+        "| rows | batch | `now` s | rows/s | floor rows/s | ratio to floor | COPY rows/s "
+        "| push() alone rows/s | its ratio to floor |",
+        "|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in result.runs:
         lines.append(
             f"| {r.rows:,} | {r.batch_size:,} | {r.seconds:.2f} | {r.rows_per_s:,.0f} | "
-            f"{r.floor_rows_per_s:,.0f} | {r.floor_ratio:.2f} | {r.rows / r.copy_s:,.0f} |"
+            f"{r.floor_rows_per_s:,.0f} | {r.floor_ratio:.2f} | {r.rows / r.copy_s:,.0f} | "
+            f"{r.rows / r.push_only_s:,.0f} | {r.push_only_ratio:.2f} |"
         )
     big, small = result.runs[0], result.runs[1]
     mb = 1024 * 1024
@@ -334,7 +347,8 @@ def to_markdown(result: NowBenchResult, command: str) -> str:
         "Against the targets:",
         "",
         f"- batch 1,000, ratio to the floor: "
-        f"{verdict(big.floor_ratio, TARGET_FLOOR_RATIO_1000, '', at_least=True)}",
+        f"{verdict(big.floor_ratio, TARGET_FLOOR_RATIO_1000, '', at_least=True)} "
+        f"(the server's push() alone: {big.push_only_ratio:.2f})",
         f"- batch 50 ({small.rows:,} rows): "
         f"{verdict(small.rows_per_s, TARGET_ROWS_PER_S_50, ' rows/s', at_least=True, digits=0)}",
         f"- file / data-only: "

@@ -19,9 +19,10 @@ Measured:
 (1) Pull and apply, end to end: a fresh "reader" workspace (a new SQLite file in
     a temporary directory on the real disk, ``migrate_local``) runs one
     ``Puller.pull`` (page_size 1,000) until the log is drained. The time is split
-    in the same run: ``pull_page`` (server round trip and fetch) and
-    ``apply_inbox`` are timed by wrapping them (a ``perf_counter`` pair per page,
-    nothing else changed); writing the inbox with the new cursor is the rest.
+    in the same run: ``pull_page`` (server round trip and fetch) and the apply
+    of each stored slice (``_apply_pending``) are timed by wrapping them (a
+    ``perf_counter`` pair per call, nothing else changed); the next page is
+    fetched while one is stored and applied, so the two overlap.
     The server's scan counters on ``acode_sync.changes`` (``pg_stat_user_tables``)
     are read before and after. Baseline: the same N message rows, same 10 columns,
     one ``executemany`` in one transaction into ``messages`` of a database
@@ -98,7 +99,7 @@ PUSH_BATCH = 1000
 PUSH_REPEATS = 5
 PULL_PHASES: tuple[Phase, ...] = (
     ("pull_page: server round trip + fetch", "pull_page", "remote.py"),
-    ("apply_inbox (guarded apply)", "apply_inbox", "download.py"),
+    ("apply of each stored slice (guarded)", "_apply_pending", "download.py"),
 )
 
 

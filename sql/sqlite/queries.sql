@@ -160,6 +160,18 @@ INSERT OR IGNORE INTO sync_inbox (seq, idempotency_key, entity_type, entity_id, 
                                   origin_device, changed_at, payload)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
 
+-- name: own_rows_known
+-- Of a page's own changes ([seq, entity_type, entity_id, version] as a JSON
+-- array), the seqs whose entity has that version or a newer one here already:
+-- the push's answer gave it, so the pull has nothing to store or do for them.
+SELECT json_extract(j.value, '$[0]') FROM json_each(:rows) j
+WHERE CASE json_extract(j.value, '$[1]')
+          WHEN 'chat' THEN (SELECT c.version FROM chats c
+                            WHERE c.id = json_extract(j.value, '$[2]'))
+          WHEN 'message' THEN (SELECT m.version FROM messages m
+                               WHERE m.id = json_extract(j.value, '$[2]'))
+      END >= json_extract(j.value, '$[3]');
+
 -- name: own_versions_rebase_chats
 -- An inbox row carries its entity's current state, so one whose origin is this
 -- device (:me) means the server's current version came from this device's own

@@ -56,7 +56,7 @@ def test_push_benchmark_runs_with_tiny_sizes(tmp_path: Path, pg_admin_url: str) 
     assert [(p.rows, p.batch_size) for p in result.profiles] == [(40, 50), (40, 1000)]
     for p in result.profiles:
         assert p.top and {label for label, _ in p.phases}
-        assert dict(p.phases)["push_batch: round trip + server"] > 0
+        assert dict(p.phases)["waiting for the round trip (not overlapped)"] > 0
 
     report = bench.to_markdown(result, "python benchmarks/push.py --rows 200")
     for needle in ("(a) One batch", "(b) Draining", "(c) peak RSS", "Against the targets"):

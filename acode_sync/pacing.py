@@ -1,0 +1,89 @@
+"""Short write locks for the bulk writes of a cycle: slices of about
+:data:`HOLD_S`, and the lock left free for at least :data:`GAP_S` after each.
+
+Why these numbers: another process that waits for SQLite's write lock with a
+busy timeout (the coding CLI, Python's sqlite3) sleeps in SQLite's default
+steps, 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100 ms, and takes the lock only
+when one of its retries finds it free; the sync process does not queue behind
+it. A writer that arrived during a hold of h ms (h up to ~18) retries within
+about min(h, 10) ms of the release, so a free gap that long holds one of its
+retries: it gets in after one hold and one gap, about 25 ms at most.
+Back-to-back slices with no gap would starve it however short they are (its
+retries land in the next slice), and a fixed period near a busy step (25 ms)
+could starve it for good. The gap is measured from the release, so a network
+wait between slices counts towards it and costs nothing; after a short hold
+(a small batch) the gap is short too.
+
+Only while another process writes to the file (``PRAGMA data_version`` moved
+in the last :data:`CONTENDED_S`) are the gaps full; otherwise they are
+:data:`IDLE_GAP_S`, so a sync with nobody else writing is not slowed by them,
+and a writer that shows up still finds the lock free now and then, and once
+it has written the gaps widen.
+
+The slice size adapts to the machine: each hold's duration sets the next
+slice's rows (at least :data:`LEAST_ROWS`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass, field
+
+HOLD_S = 0.015  # aimed-at write-lock hold per slice
+GAP_S = 0.012  # the least time the lock stays free after a full hold
+GAP_MARGIN_S = 0.002  # after a shorter hold: the hold's duration and this
+IDLE_GAP_S = 0.004  # while no other process has written lately
+CONTENDED_S = 2.0  # how long a write by another process keeps the full gaps
+FIRST_ROWS = 200  # rows of the first slice, before anything is measured
+LEAST_ROWS = 25
+
+
+@dataclass
+class Pacer:
+    """Slice sizes and the gaps between slices of one bulk write."""
+
+    conn: sqlite3.Connection | None = None
+    rows: int = FIRST_ROWS
+    hold_s: float = HOLD_S
+    gap_s: float = GAP_S
+    _released: float = field(default=0.0, init=False)
+    _gap: float = field(default=0.0, init=False)
+    _version: int | None = field(default=None, init=False)
+    _contended_until: float = field(default=0.0, init=False)
+
+    def before(self) -> float:
+        """Wait until the lock has been free for the gap; the time it starts."""
+        gap = self._gap if self._contended() else min(self._gap, IDLE_GAP_S)
+        rest = self._released + gap - time.perf_counter()
+        if rest > 0:
+            time.sleep(rest)
+        return time.perf_counter()
+
+    def held(self, started: float, rows: int) -> None:
+        """Inside the transaction, before COMMIT: the slice of ``rows`` has done
+        its work since ``started``; size the next one and its gap. (Measured
+        before COMMIT: an automatic WAL checkpoint runs after COMMIT has let
+        the lock go, and must not count as a hold.)"""
+        work = max(time.perf_counter() - started, 1e-4)
+        self._gap = min(self.gap_s, work + GAP_MARGIN_S)
+        aimed = rows * self.hold_s / work
+        # Halfway towards the aimed size: one slow slice does not cut the next
+        # to nothing.
+        self.rows = max(LEAST_ROWS, int((self.rows + aimed) / 2))
+
+    def _contended(self) -> bool:
+        """Whether another process wrote to the file lately (``data_version``
+        moves only with other connections' commits); without a connection, always."""
+        if self.conn is None:
+            return True
+        version = int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+        now = time.perf_counter()
+        if self._version is not None and version != self._version:
+            self._contended_until = now + CONTENDED_S
+        self._version = version
+        return now < self._contended_until
+
+    def released(self) -> None:
+        """After COMMIT: the gap starts now."""
+        self._released = time.perf_counter()

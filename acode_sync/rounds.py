@@ -1,0 +1,94 @@
+"""One round of the upload as planned before it goes on the wire, and the
+wire form of its items.
+
+A round is the local half of a batch: the claimed rows, the ones fit to go, the
+batch cut from them, each item's payload at its privacy level now, and the
+JSON ``acode_sync.push`` takes. The uploader plans the next round while the
+previous one is on the wire (``acode_sync.upload``); :attr:`Round.clean` says
+whether that is allowed after this one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from acode_sync.outbox import OutboxRow
+
+Key = tuple[str, str]
+
+
+@dataclass
+class PushReport:
+    """What one push did, item by item outcome, and the errors to show."""
+
+    errors: list[str] = field(default_factory=list)
+    batches: int = 0
+    sent: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    rejected: int = 0
+    failed: int = 0
+    withheld: int = 0
+    # A batch was answered: the server is reachable again in this cycle.
+    reached: bool = False
+    # Set when the link failed mid-cycle (one of ``errors``): status says offline.
+    link_error: str | None = None
+
+    @property
+    def uploaded(self) -> int:
+        return self.applied + self.duplicates
+
+
+@dataclass(frozen=True)
+class Round:
+    rows: list[OutboxRow]  # claimed, in seq order
+    send: list[OutboxRow]  # fit to go: the invalid ones are Failed already
+    batch: list[OutboxRow]  # this round's batch, a prefix of ``send``
+    items: list[tuple[OutboxRow, str]]  # what travels, payload at its level now
+    withheld: list[OutboxRow]  # LOCAL_ONLY now: superseded, never sent
+    wire: str  # ``items`` as push()'s JSON argument
+    # The claim held nothing back and the batch took every row fit to go: the
+    # next round may be claimed after :attr:`last_seq` while this one is in flight.
+    clean: bool
+
+    @property
+    def last_seq(self) -> int:
+        return max(row.seq for row in self.rows)
+
+    def entities(self) -> set[Key]:
+        return {(row.entity_type, row.entity_id) for row in self.rows}
+
+    def settled(self) -> int:
+        """How many claimed rows the round took out of the queue: those of the
+        batch's entities (the older rows it coalesced too) and those isolated
+        as invalid."""
+        sent = {(row.entity_type, row.entity_id) for row in self.batch}
+        fit = {(row.entity_type, row.entity_id) for row in self.send}
+        keys = [(row.entity_type, row.entity_id) for row in self.rows]
+        return sum(1 for key in keys if key in sent or key not in fit)
+
+    def isolated(self) -> int:
+        """How many claimed rows were isolated as invalid (Failed for good)."""
+        fit = {(row.entity_type, row.entity_id) for row in self.send}
+        return sum(1 for row in self.rows if (row.entity_type, row.entity_id) not in fit)
+
+
+def wire_items(items: Sequence[tuple[OutboxRow, str]]) -> str:
+    """The batch as JSON text; payloads are spliced in as the JSON they already are."""
+    parts = []
+    for row, payload in items:
+        head = json.dumps(
+            {
+                "key": row.idempotency_key,
+                "entity_type": row.entity_type,
+                "entity_id": row.entity_id,
+                "op": row.op,
+                "base_version": row.base_version,
+                "changed_at": row.changed_at,
+            }
+        )
+        parts.append(f'{head[:-1]}, "payload": {payload}}}')
+    return "[" + ", ".join(parts) + "]"
