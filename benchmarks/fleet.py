@@ -24,13 +24,13 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import shutil
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
-from contextlib import redirect_stdout
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, redirect_stdout
+from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -175,25 +175,58 @@ def server_digests(db_url: str, owners: list[str]) -> dict[str, tuple[str, int]]
     return out
 
 
-def run_fleet(args: argparse.Namespace, n: int, mode: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class FleetServer:
+    """A run's database, its owners' roles, and its PgBouncer (or None: direct)."""
+
+    db_url: str
+    roles: list[str]
+    bouncer: PgBouncer | None
+
+    def url(self, owner: str) -> str:
+        """Where ``owner``'s devices connect: through the pooler, or directly."""
+        if self.bouncer:
+            return self.bouncer.url(owner, DATABASE)
+        return url_for(self.db_url, user=owner)
+
+
+@contextmanager
+def fleet_server(args: argparse.Namespace, n: int, mode: str) -> Iterator[FleetServer]:
+    """A fresh database for N devices (M = N/5 owners), behind a private
+    PgBouncer in transaction mode when ``mode`` is 'pgbouncer'; dropped after,
+    with its roles."""
     owners = max(1, n // DEVICES_PER_OWNER)
     db_url = fresh_database(args.admin_url, owners)
-    params = conninfo_to_dict(db_url)
-    host, port = str(params.get("host", "127.0.0.1")), int(str(params.get("port", 5432)))
     roles = [ROLE.format(i) for i in range(owners)]
     bouncer = None
-    if mode == "pgbouncer":
-        bouncer = PgBouncer(host, port, roles, pool_size=args.pool, install=True)
-        bouncer.start()
-    root = Path(tempfile.mkdtemp(prefix="acode-fleet-"))
     try:
+        if mode == "pgbouncer":
+            params = conninfo_to_dict(db_url)
+            host, port = str(params.get("host", "127.0.0.1")), int(str(params.get("port", 5432)))
+            bouncer = PgBouncer(host, port, roles, pool_size=args.pool, install=True)
+            bouncer.start()
+        yield FleetServer(db_url, roles, bouncer)
+    finally:
+        if bouncer:
+            bouncer.stop()
+        drop_database(args.admin_url, DATABASE, roles)
+
+
+def run_fleet(args: argparse.Namespace, n: int, mode: str) -> dict[str, Any]:
+    with (
+        tempfile.TemporaryDirectory(prefix="acode-fleet-", ignore_cleanup_errors=True) as tmp,
+        fleet_server(args, n, mode) as server,
+    ):
+        root = Path(tmp)
+        db_url, roles, bouncer = server.db_url, server.roles, server.bouncer
+        owners = len(roles)
         ctx = mp.get_context("fork")
         start, pushed = ctx.Barrier(n + 1), ctx.Barrier(n)
         results: Any = ctx.Queue()
         procs = []
         for d in range(n):
             owner = roles[d % owners]
-            url = bouncer.url(owner, DATABASE) if bouncer else url_for(db_url, user=owner)
+            url = server.url(owner)
             folder = root / f"device-{d}"
             folder.mkdir()
             with redirect_stdout(StringIO()):
@@ -232,11 +265,6 @@ def run_fleet(args: argparse.Namespace, n: int, mode: str) -> dict[str, Any]:
         cpu = postgres_cpu_seconds() - before_cpu
         total_rows = logged(db_url) - before_rows
         expected = server_digests(db_url, roles)
-    finally:
-        if bouncer:
-            bouncer.stop()
-        shutil.rmtree(root, ignore_errors=True)
-        drop_database(args.admin_url, DATABASE, roles)
     push = sorted(x for r in done for x in r.push_ms)
     pull = sorted(x for r in done for x in r.pull_ms)
     items = [x for r in done for x in r.push_items]

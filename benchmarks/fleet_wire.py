@@ -24,7 +24,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from harness import percentile
-from psycopg.conninfo import conninfo_to_dict
 from ulid import ULID
 
 from acode_sync import remote
@@ -103,35 +102,18 @@ class WireDevice(threading.Thread):
 
 def run_wire(args: argparse.Namespace, n: int, mode: str) -> dict[str, Any]:
     """fleet.py's run_fleet with WireDevice threads for device processes."""
-    from fleet import (
-        DATABASE,
-        DEVICES_PER_OWNER,
-        ROLE,
-        BackendCpu,
-        drop_database,
-        fresh_database,
-        logged,
-        url_for,
-    )
-    from pgbouncer import PgBouncer
+    from fleet import DATABASE, BackendCpu, fleet_server, logged
 
-    owners = max(1, n // DEVICES_PER_OWNER)
-    db_url = fresh_database(args.admin_url, owners)
-    params = conninfo_to_dict(db_url)
-    host, port = str(params.get("host", "127.0.0.1")), int(str(params.get("port", 5432)))
-    roles = [ROLE.format(i) for i in range(owners)]
-    bouncer = None
-    try:
-        if mode == "pgbouncer":
-            bouncer = PgBouncer(host, port, roles, pool_size=args.pool, install=True)
-            bouncer.start()
+    with fleet_server(args, n, mode) as server:
         window = (time.time() + 1.0, time.time() + 1.0 + args.seconds)
-        devices = []
-        for d in range(n):
-            owner = roles[d % owners]
-            url = bouncer.url(owner, DATABASE) if bouncer else url_for(db_url, user=owner)
-            devices.append(WireDevice(f"wire-{d}", url, args.rate, args.batch, window))
-        before = logged(db_url)
+        roles = server.roles
+        devices = [
+            WireDevice(
+                f"wire-{d}", server.url(roles[d % len(roles)]), args.rate, args.batch, window
+            )
+            for d in range(n)
+        ]
+        before = logged(server.db_url)
         cpu0 = time.process_time()
         with BackendCpu(DATABASE) as sampler:
             for device in devices:
@@ -139,11 +121,8 @@ def run_wire(args: argparse.Namespace, n: int, mode: str) -> dict[str, Any]:
             for device in devices:
                 device.join()
         driver_cpu = time.process_time() - cpu0
-        rows = logged(db_url) - before
-    finally:
-        if bouncer:
-            bouncer.stop()
-        drop_database(args.admin_url, DATABASE, roles)
+        rows = logged(server.db_url) - before
+        owners, bouncer = len(roles), server.bouncer
     push = sorted(x for d in devices for x in d.push_ms)
     pull = sorted(x for d in devices for x in d.pull_ms)
     errors = [e for d in devices for e in d.errors]
