@@ -47,7 +47,7 @@ from acode_sync.migrations import migrate_remote
 
 DEFAULT_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 DATABASE = f"acode_fleet_{os.getpid()}"  # one per run: runs never collide
-ROLE = "acode_fleet_o{}"
+ROLE = f"acode_fleet_{os.getpid()}_o{{}}"  # login roles are cluster-wide: one set per run
 DEVICES_PER_OWNER = 5
 
 

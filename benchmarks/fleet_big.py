@@ -30,7 +30,7 @@ from acode_sync.engine import SyncEngine, connect_remote
 from acode_sync.migrations import migrate_remote
 from acode_sync.workspace import Workspace
 
-PROBE = "acode_fleet_probe"
+PROBE = f"acode_fleet_probe_{os.getpid()}"  # cluster-wide: one per run
 ENTITIES = 100  # per pre-filled owner: one chat, 99 messages
 SAMPLES = 30
 
