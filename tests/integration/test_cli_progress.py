@@ -48,11 +48,12 @@ def read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def test_now_draws_a_bar_on_a_terminal_and_prints_the_summary_last(alice: Device) -> None:
-    small_batches(alice, 300, 20)
+def on_terminal(alice: Device, *args: str) -> tuple[int, str, str]:
+    """Run the command with standard error on a pseudo-terminal: its exit code,
+    what the terminal received, and standard output (a pipe)."""
     master, slave = pty.openpty()
     with subprocess.Popen(
-        command(alice, "now"),
+        command(alice, *args),
         env=env(alice),
         stdout=subprocess.PIPE,
         stderr=slave,
@@ -62,7 +63,13 @@ def test_now_draws_a_bar_on_a_terminal_and_prints_the_summary_last(alice: Device
         terminal = read_all(master).decode("utf-8")
         out, _ = process.communicate(timeout=300)
     os.close(master)
-    assert process.returncode == 0, terminal
+    return process.returncode, terminal, out
+
+
+def test_now_draws_a_bar_on_a_terminal_and_prints_the_summary_last(alice: Device) -> None:
+    small_batches(alice, 300, 20)
+    returncode, terminal, out = on_terminal(alice, "now")
+    assert returncode == 0, terminal
     assert "↑ Uploading  [" in terminal
     assert "↓ Downloading  [" in terminal  # the total: the server's head minus the cursor
     assert "/300" in terminal
@@ -74,19 +81,8 @@ def test_now_draws_a_bar_on_a_terminal_and_prints_the_summary_last(alice: Device
 
 def test_with_verbose_log_lines_and_the_bar_keep_lines_of_their_own(alice: Device) -> None:
     small_batches(alice, 300, 20)
-    master, slave = pty.openpty()
-    with subprocess.Popen(
-        command(alice, "now", "-v"),
-        env=env(alice),
-        stdout=subprocess.PIPE,
-        stderr=slave,
-        text=True,
-    ) as process:
-        os.close(slave)
-        terminal = read_all(master).decode("utf-8")
-        process.communicate(timeout=300)
-    os.close(master)
-    assert process.returncode == 0, terminal
+    returncode, terminal, _ = on_terminal(alice, "now", "-v")
+    assert returncode == 0, terminal
     # What the terminal shows: each \r\x1b[K wipes the line before it.
     shown = [line.split("\r\x1b[K")[-1] for line in terminal.replace("\r\n", "\n").split("\n")]
     logged = [line for line in shown if "acode-sync: DEBUG: " in line]
