@@ -1,6 +1,7 @@
 """Load and validate ``.agent/config.yml``.
 
-The file is read with ``yaml.safe_load``. Unknown keys are warned about (a
+The file is read with ``yaml.safe_load`` (and the document kept beside it
+while the text is unchanged: :mod:`acode_sync.config_cache`). Unknown keys are warned about (a
 typo should not stop sync, but should not pass silently either); a wrong type
 or value is a :class:`ConfigError` naming the file, the key and the reason.
 ``ACODE_SYNC_REMOTE_URL`` overrides ``sync.remote.url``.
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from acode_sync.config_cache import cached_document, store_document
 from acode_sync.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -222,7 +224,21 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> SyncCon
         text = ""
     except OSError as exc:
         raise ConfigError(where, "(file)", exc.strerror or str(exc)) from None
-    import yaml  # here, not at import: `acode chat add` reads no config
+    config = parse_config(_document(path, text, where), where)
+    override = environ.get(REMOTE_URL_ENV)
+    if override:
+        config = SyncConfig(
+            **{**config.__dict__, "remote_url": override, "remote_url_from": REMOTE_URL_ENV}
+        )
+    return config
+
+
+def _document(path: Path, text: str, where: str) -> Any:
+    """The YAML document of ``text``: from the cache while the text is unchanged."""
+    found, document = cached_document(path, text)
+    if found:
+        return document
+    import yaml  # here, not at import: most commands find the document cached
 
     try:
         document = yaml.safe_load(text)
@@ -230,13 +246,9 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> SyncCon
         mark = getattr(exc, "problem_mark", None)
         at = f"line {mark.line + 1}" if mark is not None else "(file)"
         raise ConfigError(where, at, f"not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    config = parse_config(document, where)
-    override = environ.get(REMOTE_URL_ENV)
-    if override:
-        config = SyncConfig(
-            **{**config.__dict__, "remote_url": override, "remote_url_from": REMOTE_URL_ENV}
-        )
-    return config
+    if text:
+        store_document(path, text, document)
+    return document
 
 
 def default_config_text(device_id: str, remote_url: str | None) -> str:

@@ -14,6 +14,7 @@ import pytest
 from wcwidth import wcswidth
 
 from acode_sync import __version__, store
+from acode_sync.config_cache import cache_path
 from acode_sync.workspace import Workspace, write
 from tests.fix_local import Cli
 
@@ -80,8 +81,13 @@ def test_chat_add_loads_only_what_it_uses_and_an_ascii_queue_no_table_library(
     assert set(NOT_FOR_ADD) & loaded_after("chat", "add", chat, "hi", "--workspace", root) == set()
     # With -v it logs (and so loads logging).
     assert "logging" in loaded_after("chat", "add", chat, "hi", "-v", "--workspace", root)
+    # The first command to read the config parses its YAML and keeps the
+    # document (config_cache); the next ones start without PyYAML.
+    cache_path(workspace.config_path).unlink(missing_ok=True)
+    assert "yaml" in loaded_after("sync", "queue", "--workspace", root)
     queue = loaded_after("sync", "queue", "--workspace", root)
-    assert {"tabulate", "wcwidth", "json"} & queue == set()
+    assert {"tabulate", "wcwidth", "yaml"} & queue == set()
+    assert "yaml" not in loaded_after("sync", "status", "--workspace", root)
     assert "tabulate" in loaded_after("chat", "new", "日本語", "--workspace", root) | (
         loaded_after("chat", "list", "--workspace", root)
     )

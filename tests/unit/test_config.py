@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import stat
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from acode_sync.config import (
     load_config,
     parse_config,
 )
+from acode_sync.config_cache import cache_path
 from acode_sync.errors import ConfigError
 
 
@@ -115,3 +118,55 @@ def test_follow_keys_default_off_and_are_validated() -> None:
     assert on.follow.enabled and on.follow.head_check_seconds == 2
     with pytest.raises(ConfigError, match=r"sync\.follow\.local_check_seconds"):
         parse_config({"sync": {"follow": {"local_check_seconds": 0}}}, "c.yml")
+
+
+def test_the_parsed_document_is_kept_and_used_only_for_the_same_text(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text("sync:\n  device_id: ONE\n  upload:\n    batch_size: 7\n")
+    assert load_config(path, environ={}).upload.batch_size == 7
+    kept = cache_path(path)
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600  # it may hold a password
+    assert json.loads(kept.read_text())["document"]["sync"]["device_id"] == "ONE"
+
+    # The cache answers for the text it was made from, and only for it.
+    forged = {"text": path.read_text(), "document": {"sync": {"device_id": "X"}}}
+    kept.write_text(json.dumps(forged))
+    assert load_config(path, environ={}).device_id == "X"
+    path.write_text("sync:\n  device_id: TWO\n")
+    assert load_config(path, environ={}).device_id == "TWO"
+    assert json.loads(kept.read_text())["document"] == {"sync": {"device_id": "TWO"}}
+
+
+@pytest.mark.parametrize("garbage", ["", "{", "[]", '{"text": 1}', "\x00\xff"])
+def test_a_broken_cache_is_ignored_and_replaced(tmp_path: Path, garbage: str) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text("sync:\n  device_id: ONE\n")
+    cache_path(path).write_text(garbage)
+    assert load_config(path, environ={}).device_id == "ONE"
+    assert json.loads(cache_path(path).read_text())["document"] == {"sync": {"device_id": "ONE"}}
+
+
+def test_a_document_json_cannot_hold_is_not_cached(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    # A YAML date, and an integer key: JSON would give back other values.
+    path.write_text("sync:\n  device_id: ONE\nwhen: 2026-12-02\n1: one\n")
+    assert load_config(path, environ={}).device_id == "ONE"
+    assert not cache_path(path).exists()
+
+
+def test_errors_are_still_reported_from_a_kept_document(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text("sync:\n  upload:\n    batch_size: -1\n")
+    for _ in range(2):  # parsed, then from the cache: the same error
+        with pytest.raises(ConfigError, match="batch_size"):
+            load_config(path, environ={})
+    assert cache_path(path).exists()
+
+
+def test_an_unwritable_directory_only_costs_the_cache(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text("sync:\n  device_id: ONE\n")
+    cache_path(path).mkdir()  # cannot be replaced by a file
+    assert load_config(path, environ={}).device_id == "ONE"
+    assert load_config(path, environ={}).device_id == "ONE"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
