@@ -71,7 +71,12 @@ class BackendCpu:
                 if not entry.name.isdigit():
                     continue
                 try:
-                    title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                    title = (
+                        (entry / "cmdline")
+                        .read_bytes()
+                        .replace(b"\0", b" ")
+                        .decode(errors="replace")
+                    )
                     if not title.startswith("postgres:") or self.tag not in title:
                         continue
                     stat = (entry / "stat").read_text()
