@@ -402,7 +402,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     items acode_sync.push_item[];  -- in idx order; result NULL: to be written
-    judged_rows jsonb;  -- 'type:id' -> the server's row a conflict was judged on
+    made_up jsonb;  -- idx -> [changed_at, origin] of a withdrawal a message never had
+    judged_rows jsonb := '{}';  -- 'type:id' -> the server's row a conflict was judged on
     has_chats boolean;  -- any unresolved chat item
     has_messages boolean;
     has_withdrawals boolean;
@@ -427,8 +428,7 @@ BEGIN
     -- made up (version 0) for one the server never had; a chat shared again
     -- in the same batch (an upsert made on its withdrawn version) takes its
     -- messages back. A device never conflicts with itself: a row it wrote
-    -- last is a version it has, told or not. Conflicts are logged here, with
-    -- the server's row as it was.
+    -- last is a version it has, told or not.
     EXECUTE $q$
     WITH parsed AS MATERIALIZED (
         SELECT e.ord::integer AS idx, e.item->>'key' AS key,
@@ -512,29 +512,6 @@ BEGIN
                         ELSE $2 END AS origin
             WHERE va.entity_type = 'message' AND va.op = 'upsert' AND va.early_result IS NULL
         ) g ON true
-    ), answered AS (  -- the server's row: rendered for a conflict only
-        SELECT j.*,
-               CASE WHEN j.result IS DISTINCT FROM 'conflict' THEN NULL
-                    WHEN j.withdrawn_at IS NOT NULL AND j.current_version IS NULL
-                    THEN acode_sync.wire_row(jsonb_populate_record(
-                        NULL::acode_sync.messages, jsonb_build_object(
-                            'id', j.entity_id, 'chat_id', j.chat_id,
-                            'role', j.payload->>'role', 'privacy', 'LOCAL_ONLY',
-                            'created_at', j.payload->'created_at',
-                            'updated_at', j.payload->'updated_at', 'version', 0,
-                            'changed_at', j.withdrawn_at, 'origin_device', j.withdrawn_by)))
-                    WHEN j.chat_version IS NOT NULL THEN acode_sync.wire_row(j.chat_row)
-                    WHEN j.current_version IS NOT NULL THEN acode_sync.wire_row(j.message_row)
-               END AS server_row
-        FROM judged j
-    ), conflict_log AS (
-        INSERT INTO acode_sync.conflicts (entity_type, entity_id, idempotency_key, origin_device,
-                                          base_version, server_version, incoming, server_row)
-        SELECT a.entity_type, a.entity_id, a.key, $2, a.base_version,
-               coalesce(a.current_version, 0),
-               jsonb_build_object('op', a.op, 'changed_at', a.changed_at, 'payload', a.payload),
-               a.server_row
-        FROM answered a WHERE a.result = 'conflict'
     )
     SELECT array_agg(ROW(a.idx, a.key, a.entity_type, a.entity_id, a.op, a.base_version,
                          a.changed_at, a.payload, a.result,
@@ -542,16 +519,63 @@ BEGIN
                                   CASE WHEN a.result = 'conflict' THEN 0 END),
                          CASE WHEN a.result = 'rejected' THEN a.problem END
                      )::acode_sync.push_item ORDER BY a.idx),
-           coalesce(jsonb_object_agg(a.entity_type || ':' || a.entity_id, a.server_row)
-                    FILTER (WHERE a.result = 'conflict' AND a.server_row IS NOT NULL), '{}'),
+           coalesce(jsonb_object_agg(a.idx, jsonb_build_array(a.withdrawn_at, a.withdrawn_by))
+                    FILTER (WHERE a.result = 'conflict' AND a.withdrawn_at IS NOT NULL
+                            AND a.current_version IS NULL), '{}'),
            coalesce(bool_or(a.result IS NULL AND a.entity_type = 'chat'), false),
            coalesce(bool_or(a.result IS NULL AND a.entity_type = 'message'), false),
            coalesce(bool_or(a.result IS NULL AND a.op = 'withdraw'), false),
            coalesce(bool_or(a.result = 'conflict'), false)
-    FROM answered a
+    FROM judged a
     $q$
-    INTO items, judged_rows, has_chats, has_messages, has_withdrawals, has_conflicts
+    INTO items, made_up, has_chats, has_messages, has_withdrawals, has_conflicts
     USING p_items, p_device;
+
+    IF has_conflicts THEN
+        -- The server's row each conflict was judged on, logged: the entity's
+        -- row (locked above, so as it was judged), or for a message the server
+        -- never had, its withdrawn row made up at version 0.
+        EXECUTE $q$
+        WITH answered AS (
+            SELECT i.*, CASE
+                       WHEN $2 ? i.idx::text THEN acode_sync.wire_row(jsonb_populate_record(
+                           NULL::acode_sync.messages, jsonb_build_object(
+                               'id', i.entity_id, 'chat_id', i.payload->>'chat_id',
+                               'role', i.payload->>'role', 'privacy', 'LOCAL_ONLY',
+                               'created_at', i.payload->'created_at',
+                               'updated_at', i.payload->'updated_at', 'version', 0,
+                               'changed_at', $2 -> i.idx::text -> 0,
+                               'origin_device', $2 -> i.idx::text -> 1)))
+                       ELSE now_row.row END AS server_row
+            FROM unnest($1) i
+            LEFT JOIN LATERAL (
+                SELECT acode_sync.wire_row(c) AS row FROM acode_sync.chats c
+                WHERE i.entity_type = 'chat' AND c.owner_id = current_user::text
+                  AND c.id = i.entity_id
+                UNION ALL
+                SELECT acode_sync.wire_row(m) FROM acode_sync.messages m
+                WHERE i.entity_type = 'message' AND m.owner_id = current_user::text
+                  AND m.id = i.entity_id
+                LIMIT 1
+            ) now_row ON true
+            WHERE i.result = 'conflict'
+        ), logged AS (
+            INSERT INTO acode_sync.conflicts (entity_type, entity_id, idempotency_key,
+                                              origin_device, base_version, server_version,
+                                              incoming, server_row)
+            SELECT a.entity_type, a.entity_id, a.key, $3, a.base_version, a.version,
+                   jsonb_build_object('op', a.op, 'changed_at', a.changed_at,
+                                      'payload', a.payload),
+                   a.server_row
+            FROM answered a
+        )
+        SELECT coalesce(jsonb_object_agg(a.entity_type || ':' || a.entity_id, a.server_row)
+                        FILTER (WHERE a.server_row IS NOT NULL), '{}')
+        FROM answered a
+        $q$
+        INTO judged_rows
+        USING items, made_up, p_device;
+    END IF;
 
     -- The writes, chats first (a chat travels before what refers to it). Each
     -- gives the next version, and only if the row is still at the version
