@@ -388,21 +388,48 @@ LANGUAGE sql STABLE AS $$
     END
 $$;
 
--- Each item parsed (the client's change time is kept unless it lies in the
--- future, where it is clamped to the server's clock: last-write-wins compares
--- them), with what the server holds for it: the version its key was logged at
--- (a duplicate), its entity's current version and row, locked FOR UPDATE so
--- the versions compared are the ones the writes see, and a message's chat.
--- parsed is MATERIALIZED so the probes compare keys with plain columns: with
--- `item->>'key'` inlined (->> is not leakproof) row-level security keeps the
--- comparison out of the index condition and each probe reads all the owner's rows.
-CREATE OR REPLACE FUNCTION acode_sync.push_probe(p_items jsonb)
-RETURNS TABLE (idx integer, key text, entity_type text, entity_id text, op text,
-               base_version bigint, changed_at timestamptz, payload jsonb, chat_id text,
-               in_batch boolean, logged_version bigint, current_version bigint,
-               current_row jsonb, parent_privacy text, parent_changed_at timestamptz,
-               parent_origin text)
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+-- One batch, one round trip, one transaction; 0002's answers, in one body (0007).
+-- The statements that look rows up in the tables run by EXECUTE: planned for
+-- each call on the statistics and table sizes of the moment (a cached generic
+-- plan made on early statistics can scan a grown table for every batch). The
+-- upserts look up nothing but their arbiter index and keep cached plans, as do
+-- the foreign-key checks and the change-log trigger under them.
+CREATE OR REPLACE FUNCTION acode_sync.push(p_batch_id text, p_device text, p_items jsonb)
+RETURNS TABLE (idx integer, idempotency_key text, result text, version bigint,
+               reason text, server_row jsonb)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    items acode_sync.push_item[];  -- in idx order; result NULL: to be written
+    made_up jsonb;  -- idx -> [changed_at, origin] of a withdrawal a message never had
+    judged_rows jsonb := '{}';  -- 'type:id' -> the server's row a conflict was judged on
+    has_chats boolean;  -- any unresolved chat item
+    has_messages boolean;
+    has_withdrawals boolean;
+    has_conflicts boolean;
+    done jsonb := '{}';  -- 'chat:<id>' / 'message:<id>' actually written -> true
+    written jsonb;
+BEGIN
+    -- Each item parsed (the client's change time is kept unless it lies in
+    -- the future, where it is clamped to the server's clock: last-write-wins
+    -- compares them), with what the server holds for it: the version its key
+    -- was logged at (a duplicate; the change log, or applied_keys for a
+    -- compacted row), its entity's current row, locked FOR UPDATE so that the
+    -- versions compared are the ones the writes see, and a message's chat.
+    -- parsed is MATERIALIZED so that the probes compare keys with plain
+    -- columns: with `item->>'key'` inlined (->> is not leakproof) row-level
+    -- security keeps the comparison out of the index condition.
+    --
+    -- Then each item's verdict: duplicate, rejected, conflict, or NULL (to be
+    -- written; `version` then holds the server's current version, NULL for a
+    -- new entity). A message of a withdrawn chat (on the server, or by this
+    -- batch) is never written: it conflicts with the message's withdrawn row,
+    -- made up (version 0) for one the server never had; a chat shared again
+    -- in the same batch (an upsert made on its withdrawn version) takes its
+    -- messages back. A device never conflicts with itself: a row it wrote
+    -- last is a version it has, told or not.
+    EXECUTE $q$
     WITH parsed AS MATERIALIZED (
         SELECT e.ord::integer AS idx, e.item->>'key' AS key,
                e.item->>'entity_type' AS entity_type, e.item->>'entity_id' AS entity_id,
@@ -412,63 +439,52 @@ LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
                CASE WHEN acode_sync.iso_time_ok(e.item->'changed_at')
                     THEN least((e.item->>'changed_at')::timestamptz, now()) END AS changed_at,
                e.item->'payload' AS payload, e.item->'payload'->>'chat_id' AS chat_id
-        FROM jsonb_array_elements(p_items) WITH ORDINALITY AS e(item, ord)
+        FROM jsonb_array_elements($1) WITH ORDINALITY AS e(item, ord)
     ), batch AS (  -- the chats this batch carries (any op): a message may name one
         SELECT coalesce(array_agg(p.entity_id) FILTER (WHERE p.entity_type = 'chat'), '{}')
                AS chats
         FROM parsed p
-    )
-    SELECT p.*, p.chat_id = ANY (batch.chats), logged.version,
-           coalesce(ch.version, m.version), coalesce(ch.row, m.row),
-           parent.privacy, parent.changed_at, parent.origin_device
-    FROM parsed p
-    CROSS JOIN batch
-    LEFT JOIN LATERAL (
-        SELECT c.version FROM acode_sync.changes c
-        WHERE c.owner_id = current_user::text AND c.idempotency_key = p.key
-        UNION ALL
-        SELECT a.version FROM acode_sync.applied_keys a
-        WHERE a.owner_id = current_user::text AND a.idempotency_key = p.key
-        LIMIT 1
-    ) logged ON true
-    LEFT JOIN LATERAL (
-        SELECT c.version, acode_sync.wire_row(c) AS row FROM acode_sync.chats c
-        WHERE p.entity_type = 'chat' AND c.owner_id = current_user::text AND c.id = p.entity_id
-        FOR UPDATE
-    ) ch ON true
-    LEFT JOIN LATERAL (
-        SELECT mm.version, acode_sync.wire_row(mm) AS row FROM acode_sync.messages mm
-        WHERE p.entity_type = 'message' AND mm.owner_id = current_user::text
-          AND mm.id = p.entity_id
-        FOR UPDATE
-    ) m ON true
-    LEFT JOIN LATERAL (
-        SELECT pc.privacy, pc.changed_at, pc.origin_device FROM acode_sync.chats pc
-        WHERE p.entity_type = 'message' AND pc.owner_id = current_user::text
-          AND pc.id = p.chat_id
-        LIMIT 1
-    ) parent ON true
-$$;
-
--- Each item's verdict: duplicate, rejected, conflict, or NULL (to be written;
--- `version` then holds the server's current version, NULL for a new entity).
--- A message of a withdrawn chat (on the server, or by this batch) is never
--- written: it conflicts with the message's withdrawn row, made up (version 0)
--- for one the server never had; a chat shared again in the same batch (an
--- upsert made on its withdrawn version) takes its messages back. A device never
--- conflicts with itself: a row it wrote last is a version it has, told or not.
--- Conflicts are logged here, with the server's row as it was.
-CREATE OR REPLACE FUNCTION acode_sync.push_judge(p_device text, p_items jsonb)
-RETURNS TABLE (item acode_sync.push_item, server_row jsonb)
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    WITH validated AS (
-        SELECT pr.*, CASE WHEN pr.logged_version IS NOT NULL THEN 'duplicate'
-                          WHEN v.problem IS NOT NULL THEN 'rejected' END AS early_result,
+    ), validated AS (
+        SELECT p.*, logged.version AS logged_version,
+               coalesce(ch.version, m.version) AS current_version,
+               coalesce(ch.origin_device, m.origin_device) AS current_origin,
+               ch.version AS chat_version, ch.row AS chat_row, m.row AS message_row,
+               parent.privacy AS parent_privacy, parent.changed_at AS parent_changed_at,
+               parent.origin_device AS parent_origin,
+               CASE WHEN logged.version IS NOT NULL THEN 'duplicate'
+                    WHEN v.problem IS NOT NULL THEN 'rejected' END AS early_result,
                v.problem
-        FROM acode_sync.push_probe(p_items) pr
+        FROM parsed p
+        CROSS JOIN batch
+        LEFT JOIN LATERAL (
+            SELECT c.version FROM acode_sync.changes c
+            WHERE c.owner_id = current_user::text AND c.idempotency_key = p.key
+            UNION ALL
+            SELECT a.version FROM acode_sync.applied_keys a
+            WHERE a.owner_id = current_user::text AND a.idempotency_key = p.key
+            LIMIT 1
+        ) logged ON true
+        LEFT JOIN LATERAL (
+            SELECT c.version, c.origin_device, c AS row FROM acode_sync.chats c
+            WHERE p.entity_type = 'chat' AND c.owner_id = current_user::text
+              AND c.id = p.entity_id
+            FOR UPDATE
+        ) ch ON true
+        LEFT JOIN LATERAL (
+            SELECT mm.version, mm.origin_device, mm AS row FROM acode_sync.messages mm
+            WHERE p.entity_type = 'message' AND mm.owner_id = current_user::text
+              AND mm.id = p.entity_id
+            FOR UPDATE
+        ) m ON true
+        LEFT JOIN LATERAL (
+            SELECT pc.privacy, pc.changed_at, pc.origin_device FROM acode_sync.chats pc
+            WHERE p.entity_type = 'message' AND pc.owner_id = current_user::text
+              AND pc.id = p.chat_id
+            LIMIT 1
+        ) parent ON true
         CROSS JOIN LATERAL acode_sync.push_problem(
-            pr.key, pr.entity_type, pr.entity_id, pr.op, pr.base_version, pr.changed_at,
-            pr.payload, pr.parent_privacy IS NOT NULL OR pr.in_batch) AS v(problem)
+            p.key, p.entity_type, p.entity_id, p.op, p.base_version, p.changed_at, p.payload,
+            parent.privacy IS NOT NULL OR p.chat_id = ANY (batch.chats)) AS v(problem)
     ), withdrawing AS (  -- chats this batch withdraws, and the ones it shares again
         SELECT jsonb_object_agg(w.entity_id, w.changed_at) FILTER (WHERE w.op = 'withdraw')
                    AS chats,
@@ -482,7 +498,7 @@ LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
                CASE WHEN va.early_result IS NOT NULL THEN va.early_result
                     WHEN g.changed_at IS NOT NULL THEN 'conflict'
                     WHEN va.op = 'upsert' AND va.current_version <> va.base_version
-                         AND va.current_row->>'origin_device' IS DISTINCT FROM p_device
+                         AND va.current_origin IS DISTINCT FROM $2
                         THEN 'conflict'
                END AS result
         FROM validated va
@@ -493,167 +509,272 @@ LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
                         ELSE (b.chats ->> va.chat_id)::timestamptz END AS changed_at,
                    CASE WHEN va.parent_privacy = 'LOCAL_ONLY'
                              AND NOT va.chat_id = ANY (b.reshared) THEN va.parent_origin
-                        ELSE p_device END AS origin
+                        ELSE $2 END AS origin
             WHERE va.entity_type = 'message' AND va.op = 'upsert' AND va.early_result IS NULL
         ) g ON true
-    ), answered AS (
-        SELECT j.*, CASE WHEN j.withdrawn_at IS NOT NULL AND j.current_row IS NULL
-                         THEN acode_sync.wire_row(jsonb_populate_record(
-                             NULL::acode_sync.messages, jsonb_build_object(
-                                 'id', j.entity_id, 'chat_id', j.chat_id,
-                                 'role', j.payload->>'role', 'privacy', 'LOCAL_ONLY',
-                                 'created_at', j.payload->'created_at',
-                                 'updated_at', j.payload->'updated_at', 'version', 0,
-                                 'changed_at', j.withdrawn_at, 'origin_device', j.withdrawn_by)))
-                         ELSE j.current_row END AS server_row
-        FROM judged j
-    ), conflict_log AS (
-        INSERT INTO acode_sync.conflicts (entity_type, entity_id, idempotency_key, origin_device,
-                                          base_version, server_version, incoming, server_row)
-        SELECT a.entity_type, a.entity_id, a.key, p_device, a.base_version,
-               coalesce(a.current_version, 0),
-               jsonb_build_object('op', a.op, 'changed_at', a.changed_at, 'payload', a.payload),
-               a.server_row
-        FROM answered a WHERE a.result = 'conflict'
     )
-    SELECT ROW(a.idx, a.key, a.entity_type, a.entity_id, a.op, a.base_version, a.changed_at,
-               a.payload, a.result,
-               coalesce(a.logged_version, a.current_version,
-                        CASE WHEN a.result = 'conflict' THEN 0 END),
-               CASE WHEN a.result = 'rejected' THEN a.problem END)::acode_sync.push_item,
-           CASE WHEN a.result = 'conflict' THEN a.server_row END
-    FROM answered a
-    ORDER BY a.idx
-$$;
+    SELECT array_agg(ROW(a.idx, a.key, a.entity_type, a.entity_id, a.op, a.base_version,
+                         a.changed_at, a.payload, a.result,
+                         coalesce(a.logged_version, a.current_version,
+                                  CASE WHEN a.result = 'conflict' THEN 0 END),
+                         CASE WHEN a.result = 'rejected' THEN a.problem END
+                     )::acode_sync.push_item ORDER BY a.idx),
+           coalesce(jsonb_object_agg(a.idx, jsonb_build_array(a.withdrawn_at, a.withdrawn_by))
+                    FILTER (WHERE a.result = 'conflict' AND a.withdrawn_at IS NOT NULL
+                            AND a.current_version IS NULL), '{}'),
+           coalesce(bool_or(a.result IS NULL AND a.entity_type = 'chat'), false),
+           coalesce(bool_or(a.result IS NULL AND a.entity_type = 'message'), false),
+           coalesce(bool_or(a.result IS NULL AND a.op = 'withdraw'), false),
+           coalesce(bool_or(a.result = 'conflict'), false)
+    FROM judged a
+    $q$
+    INTO items, made_up, has_chats, has_messages, has_withdrawals, has_conflicts
+    USING p_items, p_device;
 
--- The writes of a batch's unresolved chat items (upserts, withdrawals) and,
--- with p_withdrawals, the withdrawal of a withdrawn chat's messages. Each
--- write gives the next version, and only if the row is still at the version
--- judged (a concurrent writer makes it a conflict in push_settle instead).
--- Returns 'chat:<id>' of each chat written.
-CREATE OR REPLACE FUNCTION acode_sync.push_write_chats(
-    p_items acode_sync.push_item[], p_batch_id text, p_device text, p_withdrawals boolean
-) RETURNS text[]
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    done text[];
-BEGIN
-    WITH written AS (
-        INSERT INTO acode_sync.chats AS c (owner_id, id, title, privacy, created_at,
-                                           updated_at, deleted_at, version, changed_at,
-                                           origin_device, idempotency_key, batch_id)
-        SELECT current_user, i.entity_id, i.payload->>'title', i.payload->>'privacy',
-               (i.payload->>'created_at')::timestamptz, (i.payload->>'updated_at')::timestamptz,
-               (i.payload->>'deleted_at')::timestamptz,
-               coalesce(i.version, 0) + 1, i.changed_at, p_device, i.key, p_batch_id
-        FROM unnest(p_items) i
-        WHERE i.result IS NULL AND i.entity_type = 'chat' AND i.op = 'upsert'
-        ON CONFLICT (owner_id, id) DO UPDATE SET
-            title = EXCLUDED.title, privacy = EXCLUDED.privacy,
-            created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,
-            deleted_at = EXCLUDED.deleted_at, version = c.version + 1,
-            changed_at = EXCLUDED.changed_at, origin_device = EXCLUDED.origin_device,
-            idempotency_key = EXCLUDED.idempotency_key, batch_id = EXCLUDED.batch_id
-        WHERE c.version = EXCLUDED.version - 1
-        RETURNING 'chat:' || c.id AS ref
-    ), withdrawn AS (
+    IF has_conflicts THEN
+        -- The server's row each conflict was judged on, logged: the entity's
+        -- row (locked above, so as it was judged), or for a message the server
+        -- never had, its withdrawn row made up at version 0.
+        EXECUTE $q$
+        WITH answered AS (
+            SELECT i.*, CASE
+                       WHEN $2 ? i.idx::text THEN acode_sync.wire_row(jsonb_populate_record(
+                           NULL::acode_sync.messages, jsonb_build_object(
+                               'id', i.entity_id, 'chat_id', i.payload->>'chat_id',
+                               'role', i.payload->>'role', 'privacy', 'LOCAL_ONLY',
+                               'created_at', i.payload->'created_at',
+                               'updated_at', i.payload->'updated_at', 'version', 0,
+                               'changed_at', $2 -> i.idx::text -> 0,
+                               'origin_device', $2 -> i.idx::text -> 1)))
+                       ELSE now_row.row END AS server_row
+            FROM unnest($1) i
+            LEFT JOIN LATERAL (
+                SELECT acode_sync.wire_row(c) AS row FROM acode_sync.chats c
+                WHERE i.entity_type = 'chat' AND c.owner_id = current_user::text
+                  AND c.id = i.entity_id
+                UNION ALL
+                SELECT acode_sync.wire_row(m) FROM acode_sync.messages m
+                WHERE i.entity_type = 'message' AND m.owner_id = current_user::text
+                  AND m.id = i.entity_id
+                LIMIT 1
+            ) now_row ON true
+            WHERE i.result = 'conflict'
+        ), logged AS (
+            INSERT INTO acode_sync.conflicts (entity_type, entity_id, idempotency_key,
+                                              origin_device, base_version, server_version,
+                                              incoming, server_row)
+            SELECT a.entity_type, a.entity_id, a.key, $3, a.base_version, a.version,
+                   jsonb_build_object('op', a.op, 'changed_at', a.changed_at,
+                                      'payload', a.payload),
+                   a.server_row
+            FROM answered a
+        )
+        SELECT coalesce(jsonb_object_agg(a.entity_type || ':' || a.entity_id, a.server_row)
+                        FILTER (WHERE a.server_row IS NOT NULL), '{}')
+        FROM answered a
+        $q$
+        INTO judged_rows
+        USING items, made_up, p_device;
+    END IF;
+
+    -- The writes, chats first (a chat travels before what refers to it). Each
+    -- gives the next version, and only if the row is still at the version
+    -- judged (a concurrent writer makes it a conflict below instead).
+    IF has_chats AND NOT has_withdrawals THEN
+        WITH w AS (
+            INSERT INTO acode_sync.chats AS c (owner_id, id, title, privacy, created_at,
+                                               updated_at, deleted_at, version, changed_at,
+                                               origin_device, idempotency_key, batch_id)
+            SELECT current_user, i.entity_id, i.payload->>'title', i.payload->>'privacy',
+                   (i.payload->>'created_at')::timestamptz,
+                   (i.payload->>'updated_at')::timestamptz,
+                   (i.payload->>'deleted_at')::timestamptz,
+                   coalesce(i.version, 0) + 1, i.changed_at, p_device, i.key, p_batch_id
+            FROM unnest(items) i
+            WHERE i.result IS NULL AND i.entity_type = 'chat' AND i.op = 'upsert'
+            ON CONFLICT (owner_id, id) DO UPDATE SET
+                title = EXCLUDED.title, privacy = EXCLUDED.privacy,
+                created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,
+                deleted_at = EXCLUDED.deleted_at, version = c.version + 1,
+                changed_at = EXCLUDED.changed_at, origin_device = EXCLUDED.origin_device,
+                idempotency_key = EXCLUDED.idempotency_key, batch_id = EXCLUDED.batch_id
+            WHERE c.version = EXCLUDED.version - 1
+            RETURNING c.id
+        ), no_withdrawals AS (
+            -- An UPDATE of no row, as 0004's empty withdrawal: the statement's
+            -- update trigger then fires after its insert trigger, so the
+            -- change log numbers its inserted rows before its updated ones.
+            UPDATE acode_sync.chats c SET version = c.version WHERE false
+        )
+        SELECT coalesce(jsonb_object_agg('chat:' || w.id, true), '{}') INTO written FROM w;
+        done := done || written;
+    ELSIF has_chats THEN
+        -- The same upsert, the withdrawals beside it in one statement (as
+        -- 0004: the same change-log blocks), then a withdrawn chat's messages.
         -- A withdrawal is never a conflict: it is the owner's privacy decision.
-        UPDATE acode_sync.chats c
-        SET title = '', privacy = 'LOCAL_ONLY', version = c.version + 1,
-            changed_at = i.changed_at, origin_device = p_device,
-            idempotency_key = i.key, batch_id = p_batch_id
-        FROM unnest(p_items) i
-        WHERE p_withdrawals AND i.result IS NULL AND i.entity_type = 'chat'
-          AND i.op = 'withdraw' AND c.owner_id = current_user::text AND c.id = i.entity_id
-        RETURNING 'chat:' || c.id AS ref
-    )
-    SELECT coalesce(array_agg(ref), '{}') INTO done
-    FROM (SELECT ref FROM written UNION ALL SELECT ref FROM withdrawn) w;
+        EXECUTE $q$
+        WITH written AS (
+            INSERT INTO acode_sync.chats AS c (owner_id, id, title, privacy, created_at,
+                                               updated_at, deleted_at, version, changed_at,
+                                               origin_device, idempotency_key, batch_id)
+            SELECT current_user, i.entity_id, i.payload->>'title', i.payload->>'privacy',
+                   (i.payload->>'created_at')::timestamptz,
+                   (i.payload->>'updated_at')::timestamptz,
+                   (i.payload->>'deleted_at')::timestamptz,
+                   coalesce(i.version, 0) + 1, i.changed_at, $3, i.key, $2
+            FROM unnest($1) i
+            WHERE i.result IS NULL AND i.entity_type = 'chat' AND i.op = 'upsert'
+            ON CONFLICT (owner_id, id) DO UPDATE SET
+                title = EXCLUDED.title, privacy = EXCLUDED.privacy,
+                created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,
+                deleted_at = EXCLUDED.deleted_at, version = c.version + 1,
+                changed_at = EXCLUDED.changed_at, origin_device = EXCLUDED.origin_device,
+                idempotency_key = EXCLUDED.idempotency_key, batch_id = EXCLUDED.batch_id
+            WHERE c.version = EXCLUDED.version - 1
+            RETURNING c.id
+        ), withdrawn AS (
+            UPDATE acode_sync.chats c
+            SET title = '', privacy = 'LOCAL_ONLY', version = c.version + 1,
+                changed_at = i.changed_at, origin_device = $3,
+                idempotency_key = i.key, batch_id = $2
+            FROM unnest($1) i
+            WHERE i.result IS NULL AND i.entity_type = 'chat'
+              AND i.op = 'withdraw' AND c.owner_id = current_user::text AND c.id = i.entity_id
+            RETURNING c.id
+        )
+        SELECT coalesce(jsonb_object_agg('chat:' || w.id, true), '{}')
+        FROM (SELECT id FROM written UNION ALL SELECT id FROM withdrawn) w
+        $q$
+        INTO written
+        USING items, p_batch_id, p_device;
+        done := done || written;
 
-    IF p_withdrawals THEN
         -- A withdrawn chat takes its messages with it.
+        EXECUTE $q$
         UPDATE acode_sync.messages m
         SET content = NULL, privacy = 'LOCAL_ONLY', version = m.version + 1,
-            changed_at = i.changed_at, origin_device = p_device,
-            idempotency_key = i.key || ':' || m.id, batch_id = p_batch_id
-        FROM unnest(p_items) i
+            changed_at = i.changed_at, origin_device = $3,
+            idempotency_key = i.key || ':' || m.id, batch_id = $2
+        FROM unnest($1) i
         WHERE i.result IS NULL AND i.entity_type = 'chat' AND i.op = 'withdraw'
           AND m.owner_id = current_user::text AND m.chat_id = i.entity_id
-          AND m.privacy <> 'LOCAL_ONLY';
+          AND m.privacy <> 'LOCAL_ONLY'
+        $q$
+        USING items, p_batch_id, p_device;
     END IF;
-    RETURN done;
-END
-$$;
 
--- The writes of a batch's unresolved message items, as push_write_chats.
-CREATE OR REPLACE FUNCTION acode_sync.push_write_messages(
-    p_items acode_sync.push_item[], p_batch_id text, p_device text, p_withdrawals boolean
-) RETURNS text[]
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    done text[];
-BEGIN
-    WITH written AS (
-        INSERT INTO acode_sync.messages AS m (owner_id, id, chat_id, role, content, privacy,
-                                              created_at, updated_at, deleted_at, version,
-                                              changed_at, origin_device, idempotency_key,
-                                              batch_id)
-        SELECT current_user, i.entity_id, i.payload->>'chat_id', i.payload->>'role',
-               CASE WHEN i.payload->>'privacy' = 'FULL' THEN i.payload->>'content' END,
-               i.payload->>'privacy',
-               (i.payload->>'created_at')::timestamptz, (i.payload->>'updated_at')::timestamptz,
-               (i.payload->>'deleted_at')::timestamptz,
-               coalesce(i.version, 0) + 1, i.changed_at, p_device, i.key, p_batch_id
-        FROM unnest(p_items) i
-        WHERE i.result IS NULL AND i.entity_type = 'message' AND i.op = 'upsert'
-        ON CONFLICT (owner_id, id) DO UPDATE SET
-            chat_id = EXCLUDED.chat_id, role = EXCLUDED.role, content = EXCLUDED.content,
-            privacy = EXCLUDED.privacy, created_at = EXCLUDED.created_at,
-            updated_at = EXCLUDED.updated_at, deleted_at = EXCLUDED.deleted_at,
-            version = m.version + 1, changed_at = EXCLUDED.changed_at,
-            origin_device = EXCLUDED.origin_device,
-            idempotency_key = EXCLUDED.idempotency_key, batch_id = EXCLUDED.batch_id
-        WHERE m.version = EXCLUDED.version - 1
-        RETURNING 'message:' || m.id AS ref
-    ), withdrawn AS (
-        UPDATE acode_sync.messages m
-        SET content = NULL, privacy = 'LOCAL_ONLY', version = m.version + 1,
-            changed_at = i.changed_at, origin_device = p_device,
-            idempotency_key = i.key, batch_id = p_batch_id
-        FROM unnest(p_items) i
-        WHERE p_withdrawals AND i.result IS NULL AND i.entity_type = 'message'
-          AND i.op = 'withdraw' AND m.owner_id = current_user::text AND m.id = i.entity_id
-        RETURNING 'message:' || m.id AS ref
-    )
-    SELECT coalesce(array_agg(ref), '{}') INTO done
-    FROM (SELECT ref FROM written UNION ALL SELECT ref FROM withdrawn) w;
-    RETURN done;
-END
-$$;
+    IF has_messages AND NOT has_withdrawals THEN
+        WITH w AS (
+            INSERT INTO acode_sync.messages AS m (owner_id, id, chat_id, role, content, privacy,
+                                                  created_at, updated_at, deleted_at, version,
+                                                  changed_at, origin_device, idempotency_key,
+                                                  batch_id)
+            SELECT current_user, i.entity_id, i.payload->>'chat_id', i.payload->>'role',
+                   CASE WHEN i.payload->>'privacy' = 'FULL' THEN i.payload->>'content' END,
+                   i.payload->>'privacy',
+                   (i.payload->>'created_at')::timestamptz,
+                   (i.payload->>'updated_at')::timestamptz,
+                   (i.payload->>'deleted_at')::timestamptz,
+                   coalesce(i.version, 0) + 1, i.changed_at, p_device, i.key, p_batch_id
+            FROM unnest(items) i
+            WHERE i.result IS NULL AND i.entity_type = 'message' AND i.op = 'upsert'
+            ON CONFLICT (owner_id, id) DO UPDATE SET
+                chat_id = EXCLUDED.chat_id, role = EXCLUDED.role, content = EXCLUDED.content,
+                privacy = EXCLUDED.privacy, created_at = EXCLUDED.created_at,
+                updated_at = EXCLUDED.updated_at, deleted_at = EXCLUDED.deleted_at,
+                version = m.version + 1, changed_at = EXCLUDED.changed_at,
+                origin_device = EXCLUDED.origin_device,
+                idempotency_key = EXCLUDED.idempotency_key, batch_id = EXCLUDED.batch_id
+            WHERE m.version = EXCLUDED.version - 1
+            RETURNING m.id
+        ), no_withdrawals AS (
+            -- An UPDATE of no row, as 0004's empty withdrawal: the statement's
+            -- update trigger then fires after its insert trigger, so the
+            -- change log numbers its inserted rows before its updated ones.
+            UPDATE acode_sync.messages m SET version = m.version WHERE false
+        )
+        SELECT coalesce(jsonb_object_agg('message:' || w.id, true), '{}') INTO written FROM w;
+        done := done || written;
+    ELSIF has_messages THEN
+        EXECUTE $q$
+        WITH written AS (
+            INSERT INTO acode_sync.messages AS m (owner_id, id, chat_id, role, content, privacy,
+                                                  created_at, updated_at, deleted_at, version,
+                                                  changed_at, origin_device, idempotency_key,
+                                                  batch_id)
+            SELECT current_user, i.entity_id, i.payload->>'chat_id', i.payload->>'role',
+                   CASE WHEN i.payload->>'privacy' = 'FULL' THEN i.payload->>'content' END,
+                   i.payload->>'privacy',
+                   (i.payload->>'created_at')::timestamptz,
+                   (i.payload->>'updated_at')::timestamptz,
+                   (i.payload->>'deleted_at')::timestamptz,
+                   coalesce(i.version, 0) + 1, i.changed_at, $3, i.key, $2
+            FROM unnest($1) i
+            WHERE i.result IS NULL AND i.entity_type = 'message' AND i.op = 'upsert'
+            ON CONFLICT (owner_id, id) DO UPDATE SET
+                chat_id = EXCLUDED.chat_id, role = EXCLUDED.role, content = EXCLUDED.content,
+                privacy = EXCLUDED.privacy, created_at = EXCLUDED.created_at,
+                updated_at = EXCLUDED.updated_at, deleted_at = EXCLUDED.deleted_at,
+                version = m.version + 1, changed_at = EXCLUDED.changed_at,
+                origin_device = EXCLUDED.origin_device,
+                idempotency_key = EXCLUDED.idempotency_key, batch_id = EXCLUDED.batch_id
+            WHERE m.version = EXCLUDED.version - 1
+            RETURNING m.id
+        ), withdrawn AS (
+            UPDATE acode_sync.messages m
+            SET content = NULL, privacy = 'LOCAL_ONLY', version = m.version + 1,
+                changed_at = i.changed_at, origin_device = $3,
+                idempotency_key = i.key, batch_id = $2
+            FROM unnest($1) i
+            WHERE i.result IS NULL AND i.entity_type = 'message'
+              AND i.op = 'withdraw' AND m.owner_id = current_user::text AND m.id = i.entity_id
+            RETURNING m.id
+        )
+        SELECT coalesce(jsonb_object_agg('message:' || w.id, true), '{}')
+        FROM (SELECT id FROM written UNION ALL SELECT id FROM withdrawn) w
+        $q$
+        INTO written
+        USING items, p_batch_id, p_device;
+        done := done || written;
+    END IF;
 
--- The answers. An unresolved item that was written is applied at the next
--- version; a withdrawal of something the server never had is applied as a
--- no-op (version 0); one that lost a race for its row is a conflict. A
--- conflict carries the server's row as it is now, or the made-up withdrawn
--- row it was judged against (p_judged_rows, 'type:id' -> row).
-CREATE OR REPLACE FUNCTION acode_sync.push_settle(
-    p_items acode_sync.push_item[], p_done text[], p_judged_rows jsonb
-) RETURNS TABLE (idx integer, idempotency_key text, result text, version bigint,
-                 reason text, server_row jsonb)
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    -- The answers. An unresolved item that was written is applied at the next
+    -- version; a withdrawal of something the server never had is applied as a
+    -- no-op (version 0); one that lost a race for its row is a conflict. A
+    -- conflict carries the server's row as it is now, or the made-up
+    -- withdrawn row it was judged against (judged_rows).
+    IF NOT has_conflicts AND (done ?& ARRAY(
+            SELECT i.entity_type || ':' || i.entity_id FROM unnest(items) i
+            WHERE i.result IS NULL AND (i.op = 'upsert' OR i.version IS NOT NULL))) THEN
+        -- No conflict judged and every write that had to happen happened (what
+        -- is left unwritten is a withdrawal of something the server never
+        -- had): no item is a conflict, nothing to look up.
+        RETURN QUERY
+        SELECT i.idx, i.key, coalesce(i.result, 'applied'),
+               CASE WHEN i.result IS NOT NULL THEN i.version
+                    WHEN done ? (i.entity_type || ':' || i.entity_id)
+                        THEN coalesce(i.version, 0) + 1
+                    ELSE coalesce(i.version, 0) END,
+               i.reason, NULL::jsonb
+        FROM unnest(items) i
+        ORDER BY i.idx;
+        RETURN;
+    END IF;
+    RETURN QUERY EXECUTE $q$
     SELECT i.idx, i.key, r.result,
            CASE WHEN i.result IS NOT NULL THEN i.version
-                WHEN w.ref IS NOT NULL THEN coalesce(i.version, 0) + 1
+                WHEN r.written THEN coalesce(i.version, 0) + 1
                 ELSE coalesce(i.version, 0) END,
            i.reason,
            CASE WHEN r.result = 'conflict'
-                THEN coalesce(now_row.row, p_judged_rows -> (i.entity_type || ':' || i.entity_id))
+                THEN coalesce(now_row.row, $3 -> (i.entity_type || ':' || i.entity_id))
            END
-    FROM unnest(p_items) i
-    LEFT JOIN (SELECT DISTINCT d.ref FROM unnest(p_done) AS d(ref)) w
-           ON w.ref = i.entity_type || ':' || i.entity_id AND i.result IS NULL
-    CROSS JOIN LATERAL (SELECT CASE WHEN i.result IS NOT NULL THEN i.result
-                                    WHEN w.ref IS NOT NULL THEN 'applied'
+    FROM unnest($1) i
+    CROSS JOIN LATERAL (SELECT i.result IS NULL AND $2 ? (i.entity_type || ':' || i.entity_id)
+                               AS written) w
+    CROSS JOIN LATERAL (SELECT w.written,
+                               CASE WHEN i.result IS NOT NULL THEN i.result
+                                    WHEN w.written THEN 'applied'
                                     WHEN i.op = 'withdraw' AND i.version IS NULL THEN 'applied'
                                     ELSE 'conflict' END AS result) r
     LEFT JOIN LATERAL (
@@ -664,46 +785,11 @@ LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
         SELECT acode_sync.wire_row(m) FROM acode_sync.messages m
         WHERE r.result = 'conflict' AND i.entity_type = 'message'
           AND m.owner_id = current_user::text AND m.id = i.entity_id
+        LIMIT 1
     ) now_row ON true
     ORDER BY i.idx
-$$;
-
--- One batch, one round trip, one transaction; 0002's contract. Planned for
--- each call: a cached generic plan is made on the statistics of its first
--- calls and, on a table that has grown since, can scan it whole for every batch.
-CREATE OR REPLACE FUNCTION acode_sync.push(p_batch_id text, p_device text, p_items jsonb)
-RETURNS TABLE (idx integer, idempotency_key text, result text, version bigint,
-               reason text, server_row jsonb)
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-SET plan_cache_mode = force_custom_plan
-AS $$
-DECLARE
-    items acode_sync.push_item[];
-    judged_rows jsonb;  -- 'type:id' -> the server's row a conflict was judged on
-    has_chats boolean;  -- any unresolved chat item
-    has_messages boolean;
-    has_withdrawals boolean;
-    done text[] := '{}';  -- 'chat:<id>' / 'message:<id>' actually written
-BEGIN
-    SELECT array_agg(j.item ORDER BY (j.item).idx),
-           coalesce(jsonb_object_agg((j.item).entity_type || ':' || (j.item).entity_id,
-                                     j.server_row) FILTER (WHERE j.server_row IS NOT NULL), '{}'),
-           coalesce(bool_or((j.item).result IS NULL AND (j.item).entity_type = 'chat'), false),
-           coalesce(bool_or((j.item).result IS NULL AND (j.item).entity_type = 'message'), false),
-           coalesce(bool_or((j.item).result IS NULL AND (j.item).op = 'withdraw'), false)
-    INTO items, judged_rows, has_chats, has_messages, has_withdrawals
-    FROM acode_sync.push_judge(p_device, p_items) j;
-
-    -- Chats first: a chat travels before what refers to it.
-    IF has_chats THEN
-        done := acode_sync.push_write_chats(items, p_batch_id, p_device, has_withdrawals);
-    END IF;
-    IF has_messages THEN
-        done := done
-            || acode_sync.push_write_messages(items, p_batch_id, p_device, has_withdrawals);
-    END IF;
-    RETURN QUERY SELECT * FROM acode_sync.push_settle(items, done, judged_rows);
+    $q$
+    USING items, done, judged_rows;
 END
 $$;
 
@@ -822,22 +908,8 @@ GRANT EXECUTE ON FUNCTION acode_sync.utc_ms(timestamptz) TO acode_sync_device;
 
 REVOKE ALL ON FUNCTION acode_sync.push_problem(text, text, text, text, bigint, timestamptz,
                                                jsonb, boolean) FROM PUBLIC;
-REVOKE ALL ON FUNCTION acode_sync.push_probe(jsonb) FROM PUBLIC;
-REVOKE ALL ON FUNCTION acode_sync.push_judge(text, jsonb) FROM PUBLIC;
-REVOKE ALL ON FUNCTION acode_sync.push_write_chats(acode_sync.push_item[], text, text, boolean)
-    FROM PUBLIC;
-REVOKE ALL ON FUNCTION acode_sync.push_write_messages(acode_sync.push_item[], text, text,
-                                                      boolean) FROM PUBLIC;
-REVOKE ALL ON FUNCTION acode_sync.push_settle(acode_sync.push_item[], text[], jsonb)
-    FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION acode_sync.push_problem(text, text, text, text, bigint, timestamptz,
                                                   jsonb, boolean),
-                          acode_sync.push_probe(jsonb),
-                          acode_sync.push_judge(text, jsonb),
-                          acode_sync.push_write_chats(acode_sync.push_item[], text, text, boolean),
-                          acode_sync.push_write_messages(acode_sync.push_item[], text, text,
-                                                         boolean),
-                          acode_sync.push_settle(acode_sync.push_item[], text[], jsonb),
                           acode_sync.wire_payload(acode_sync.chats),
                           acode_sync.wire_payload(acode_sync.messages),
                           acode_sync.wire_row(acode_sync.chats),
@@ -857,7 +929,7 @@ GRANT EXECUTE ON FUNCTION acode_sync.pull_head() TO acode_sync_device;
 INSERT INTO acode_sync.migrations (name)
 VALUES ('0001_server_schema'), ('0002_withdrawn_chat_messages'), ('0003_lean_pull'),
        ('0004_named_push'), ('0005_compact_log'),
-       ('0006_plans_for_new_owners')
+       ('0006_plans_for_new_owners'), ('0007_lean_push')
 ON CONFLICT (name) DO NOTHING;
 
 COMMIT;

@@ -31,6 +31,7 @@ PINNED = {
         "0006_plans_for_new_owners": (
             "fc75fbba1b7c4745bcc70d096ff15b2688c40926122da9c2fdf0c2112232c57f"
         ),
+        "0007_lean_push": "19685fbfc95d664d01723e02ec8170aa70de0b6ef868a12e4d4abd5e3123d2c6",
     },
     "sqlite": {
         "0001_local_schema": "75f569c194bb6f44af1166c899b0841ea10d06a998526fd2f141db69713d1a7d",
