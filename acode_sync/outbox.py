@@ -122,36 +122,37 @@ class QueueSummary(NamedTuple):
 
 
 ENTITY_TYPES = ("chat", "message")
-# How many rows are open: the tally of local migration 0010 (the open rows up
-# to its mark, kept by triggers) plus a range of sync_outbox_open after the
-# mark, in one statement (one snapshot). The small groups (pending chats,
-# waiting and failed rows) are ranges of sync_outbox_open_few (0010), keyed by
-# an expression only these queries name, so no other query of the outbox is
-# planned onto it; each query repeats the index's condition (_FEW) word for
-# word so that SQLite sees the partial index serves it. The bulk, pending
-# messages, is the rest: no captured message enters an index for the counts.
+# The counts never grow with the queue (local migration 0010): how many rows
+# and how many chat rows are open is the tally's figure for the rows up to its
+# mark (kept by triggers) plus ranges of sync_outbox_open and
+# sync_outbox_open_chats after the mark; waiting and failed rows are ranges of
+# sync_outbox_failed. Pending chats and pending messages are what is left. All
+# in one statement (one snapshot). The two indexes of 0010 are keyed by an
+# expression only these queries name, so no other query of the outbox is
+# planned onto them; each query repeats its index's condition so that SQLite
+# sees the partial index serves it.
 _KEY = "(status || ':' || entity_type)"
-_FEW = "(status = 'Failed' OR (status = 'Pending' AND entity_type = 'chat'))"
+_FAILED = "status = 'Failed'"
+_CHATS = f"entity_type = 'chat' AND {OPEN} AND {_KEY} IN ('Pending:chat', 'Failed:chat')"
 _STATE_RANGE = {
-    "pending": ("Pending", ""),
-    "waiting": ("Failed", " AND next_retry_at IS NOT NULL"),
-    "failed": ("Failed", " AND next_retry_at IS NULL"),
+    "waiting": " AND next_retry_at IS NOT NULL",
+    "failed": " AND next_retry_at IS NULL",
 }
-_GROUPS = [(state, kind) for state in _STATE_RANGE for kind in ENTITY_TYPES]
-_REST = ("pending", "message")  # the group counted as the rest
+_FAILED_GROUPS = [(state, kind) for state in _STATE_RANGE for kind in ENTITY_TYPES]
 _MARK = "coalesce((SELECT upto_seq FROM sync_queue_tally WHERE id = 1), 0)"
-_OPEN_ROWS = (
-    "coalesce((SELECT open_rows FROM sync_queue_tally WHERE id = 1), 0) + "
-    f"(SELECT count(*) FROM sync_outbox WHERE {OPEN} AND seq > {_MARK})"
-)
-_COUNTS = f"SELECT {_OPEN_ROWS}, " + ", ".join(
-    f"(SELECT count(*) FROM sync_outbox WHERE {_FEW} AND {_KEY} = '{status}:{kind}'{extra})"
-    for state, kind in _GROUPS
-    if (state, kind) != _REST
-    for status, extra in [_STATE_RANGE[state]]
+_COUNTS = (
+    "SELECT coalesce((SELECT open_rows FROM sync_queue_tally WHERE id = 1), 0) + "
+    f"(SELECT count(*) FROM sync_outbox WHERE {OPEN} AND seq > {_MARK}), "
+    "coalesce((SELECT open_chats FROM sync_queue_tally WHERE id = 1), 0) + "
+    f"(SELECT count(*) FROM sync_outbox WHERE {_CHATS} AND seq > {_MARK}), "
+    + ", ".join(
+        f"(SELECT count(*) FROM sync_outbox WHERE {_FAILED} AND {_KEY} = 'Failed:{kind}'{extra})"
+        for state, kind in _FAILED_GROUPS
+        for extra in [_STATE_RANGE[state]]
+    )
 )
 _NEXT_RETRY = "SELECT " + ", ".join(
-    f"(SELECT min(next_retry_at) FROM sync_outbox WHERE {_FEW} "
+    f"(SELECT min(next_retry_at) FROM sync_outbox WHERE {_FAILED} "
     f"AND {_KEY} = 'Failed:{kind}' AND next_retry_at IS NOT NULL)"
     for kind in ENTITY_TYPES
 )
@@ -198,14 +199,17 @@ def summary(
     re-queued Pending ones too): index ranges and seeks, no row reaches Python.
     Many rows captured since the last call move the tally's mark first."""
     fold(conn)
-    total, *counted = (int(value) for value in conn.execute(_COUNTS).fetchone())
-    found = dict(zip([group for group in _GROUPS if group != _REST], counted, strict=True))
-    found[_REST] = total - sum(counted)
-    by_type: dict[str, dict[str, int]] = {state: {} for state in _STATE_RANGE}
-    for state, kind in _GROUPS:
-        if found[(state, kind)]:
-            by_type[state][kind] = found[(state, kind)]
-    figures = QueueCounts(*(sum(by_type[state].values()) for state in _STATE_RANGE))
+    total, chats, *counted = (int(value) for value in conn.execute(_COUNTS).fetchone())
+    found = dict(zip(_FAILED_GROUPS, counted, strict=True))
+    failed_chats = found[("waiting", "chat")] + found[("failed", "chat")]
+    found[("pending", "chat")] = chats - failed_chats
+    found[("pending", "message")] = total - chats - sum(counted) + failed_chats
+    states = ("pending", "waiting", "failed")
+    by_type: dict[str, dict[str, int]] = {state: {} for state in states}
+    for (state, kind), rows in found.items():
+        if rows:
+            by_type[state][kind] = rows
+    figures = QueueCounts(*(sum(by_type[state].values()) for state in states))
     if not details:
         return QueueSummary(figures, by_type, 0, None, None)
     soonest = [stamp for stamp in conn.execute(_NEXT_RETRY).fetchone() if stamp is not None]

@@ -9,18 +9,19 @@
 -- 1. Every captured row entered 0006's sync_outbox_open_state, keyed by an
 --    expression (status || ':' || entity_type) computed per insert: about 6%
 --    of a captured insert's instructions (docs/BENCHMARKS.md, branch capture3).
---    The queue counts read only its small groups (pending chats, waiting and
---    failed rows); the bulk, pending messages, is counted as the rest of all
---    open rows. So the index now holds just those groups: a captured message
---    (Pending, a message) only tests the condition and enters nothing. The key
---    and the queries that name it stay those of 0006 (acode_sync.outbox), so
---    no other query of the outbox is planned onto it.
+--    It goes. The queue's small groups (waiting and failed rows) are ranges
+--    of sync_outbox_failed, which no captured row enters; open chats are a
+--    range of sync_outbox_open_chats, which a captured message does not enter
+--    (it only tests the two conditions). Both are keyed by that expression,
+--    which only the queue's counts name (acode_sync.outbox), so no other query
+--    of the outbox is planned onto them.
 --
 -- 2. The number of open (Pending or Failed) rows was a count of a million
 --    entries of sync_outbox_open for a million-row queue (60-90 ms, the most
 --    of `acode-sync queue` after Python's start). sync_queue_tally keeps that
---    number for the rows up to a seq mark (upto_seq); the rows after the mark
---    are counted as a range of sync_outbox_open (seq > upto_seq). A capture
+--    number, and the number of open chat rows, for the rows up to a seq mark
+--    (upto_seq); the rows after the mark are counted as ranges of
+--    sync_outbox_open and sync_outbox_open_chats (seq > upto_seq). A capture
 --    inserts after the mark, so no capture pays for the tally: no trigger on
 --    INSERT. What changes rows at or below the mark (the mover marking rows
 --    done, retention, a conflict, by hand too) keeps the tally right through
@@ -40,24 +41,30 @@
 BEGIN IMMEDIATE;
 
 DROP INDEX IF EXISTS sync_outbox_open_state;
-CREATE INDEX IF NOT EXISTS sync_outbox_open_few
+CREATE INDEX IF NOT EXISTS sync_outbox_failed
     ON sync_outbox ((status || ':' || entity_type), next_retry_at)
-    WHERE status = 'Failed' OR (status = 'Pending' AND entity_type = 'chat');
+    WHERE status = 'Failed';
+CREATE INDEX IF NOT EXISTS sync_outbox_open_chats
+    ON sync_outbox ((status || ':' || entity_type), seq)
+    WHERE entity_type = 'chat' AND status IN ('Pending', 'Failed');
 
 CREATE TABLE IF NOT EXISTS sync_queue_tally (
-    id         INTEGER PRIMARY KEY CHECK (id = 1),
-    upto_seq   INTEGER NOT NULL,   -- the tally covers the outbox rows with seq <= upto_seq
-    open_rows  INTEGER NOT NULL    -- how many of them are Pending or Failed
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    upto_seq    INTEGER NOT NULL,   -- the tally covers the outbox rows with seq <= upto_seq
+    open_rows   INTEGER NOT NULL,   -- how many of them are Pending or Failed
+    open_chats  INTEGER NOT NULL    -- and how many of those are chats
 );
-INSERT OR REPLACE INTO sync_queue_tally (id, upto_seq, open_rows)
+INSERT OR REPLACE INTO sync_queue_tally (id, upto_seq, open_rows, open_chats)
 VALUES (1, (SELECT coalesce(max(seq), 0) FROM sync_outbox),
-        (SELECT count(*) FROM sync_outbox WHERE status IN ('Pending', 'Failed')));
+        (SELECT count(*) FROM sync_outbox WHERE status IN ('Pending', 'Failed')),
+        (SELECT count(*) FROM sync_outbox
+         WHERE status IN ('Pending', 'Failed') AND entity_type = 'chat'));
 
 -- A row at or below the mark that opens or closes (or moves) changes the tally.
 DROP TRIGGER IF EXISTS sync_outbox_tally_update;
 CREATE TRIGGER sync_outbox_tally_update
-AFTER UPDATE OF seq, status ON sync_outbox
-WHEN OLD.seq IS NOT NEW.seq
+AFTER UPDATE OF seq, status, entity_type ON sync_outbox
+WHEN OLD.seq IS NOT NEW.seq OR OLD.entity_type IS NOT NEW.entity_type
   OR (OLD.status = 'Pending' OR OLD.status = 'Failed')
      <> (NEW.status = 'Pending' OR NEW.status = 'Failed')
 BEGIN
@@ -65,6 +72,11 @@ BEGIN
     SET open_rows = open_rows
             + ((NEW.status = 'Pending' OR NEW.status = 'Failed') AND NEW.seq <= upto_seq)
             - ((OLD.status = 'Pending' OR OLD.status = 'Failed') AND OLD.seq <= upto_seq),
+        open_chats = open_chats
+            + ((NEW.status = 'Pending' OR NEW.status = 'Failed') AND NEW.seq <= upto_seq
+               AND NEW.entity_type = 'chat')
+            - ((OLD.status = 'Pending' OR OLD.status = 'Failed') AND OLD.seq <= upto_seq
+               AND OLD.entity_type = 'chat'),
         upto_seq = min(upto_seq, (SELECT coalesce(max(seq), 0) FROM sync_outbox))
     WHERE id = 1;
 END;
@@ -80,6 +92,9 @@ BEGIN
     UPDATE sync_queue_tally
     SET open_rows = open_rows
             - ((OLD.status = 'Pending' OR OLD.status = 'Failed') AND OLD.seq <= upto_seq),
+        open_chats = open_chats
+            - ((OLD.status = 'Pending' OR OLD.status = 'Failed') AND OLD.seq <= upto_seq
+               AND OLD.entity_type = 'chat'),
         upto_seq = min(upto_seq, (SELECT coalesce(max(seq), 0) FROM sync_outbox))
     WHERE id = 1;
 END;

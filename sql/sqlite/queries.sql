@@ -498,5 +498,10 @@ UPDATE sync_queue_tally
 SET open_rows = open_rows + (SELECT count(*) FROM sync_outbox
                              WHERE status IN ('Pending', 'Failed')
                                AND seq > sync_queue_tally.upto_seq),
+    open_chats = open_chats + (SELECT count(*) FROM sync_outbox
+                               WHERE entity_type = 'chat' AND status IN ('Pending', 'Failed')
+                                 AND (status || ':' || entity_type) IN ('Pending:chat',
+                                                                        'Failed:chat')
+                                 AND seq > sync_queue_tally.upto_seq),
     upto_seq = (SELECT coalesce(max(seq), 0) FROM sync_outbox)
 WHERE id = 1 AND upto_seq < (SELECT coalesce(max(seq), 0) FROM sync_outbox);
