@@ -139,18 +139,27 @@ _STATE_RANGE = {
     "failed": " AND next_retry_at IS NULL",
 }
 _FAILED_GROUPS = [(state, kind) for state in _STATE_RANGE for kind in ENTITY_TYPES]
-_MARK = "coalesce((SELECT upto_seq FROM sync_queue_tally WHERE id = 1), 0)"
-_COUNTS = (
-    "SELECT coalesce((SELECT open_rows FROM sync_queue_tally WHERE id = 1), 0) + "
-    f"(SELECT count(*) FROM sync_outbox WHERE {OPEN} AND seq > {_MARK}), "
-    "coalesce((SELECT open_chats FROM sync_queue_tally WHERE id = 1), 0) + "
-    f"(SELECT count(*) FROM sync_outbox WHERE {_CHATS} AND seq > {_MARK}), "
-    + ", ".join(
-        f"(SELECT count(*) FROM sync_outbox WHERE {_FAILED} AND {_KEY} = 'Failed:{kind}'{extra})"
-        for state, kind in _FAILED_GROUPS
-        for extra in [_STATE_RANGE[state]]
+_TALLY = "coalesce((SELECT {} FROM sync_queue_tally WHERE id = 1), 0)"
+
+
+def _counts_sql(tally: bool) -> str:
+    """The counts in one statement; without the tally (a read-only workspace
+    made before local migration 0010) every open row is counted."""
+    mark, rows, chats = (_TALLY.format(name) if tally else "0" for name in _TALLY_COLUMNS)
+    return (
+        f"SELECT {rows} + (SELECT count(*) FROM sync_outbox WHERE {OPEN} AND seq > {mark}), "
+        f"{chats} + (SELECT count(*) FROM sync_outbox WHERE {_CHATS} AND seq > {mark}), "
+        + ", ".join(
+            f"(SELECT count(*) FROM sync_outbox WHERE {_FAILED} AND {_KEY} = 'Failed:{kind}'"
+            f"{_STATE_RANGE[state]})"
+            for state, kind in _FAILED_GROUPS
+        )
     )
-)
+
+
+_TALLY_COLUMNS = ("upto_seq", "open_rows", "open_chats")
+_COUNTS = _counts_sql(tally=True)
+_COUNTS_UNTALLIED = _counts_sql(tally=False)
 _NEXT_RETRY = "SELECT " + ", ".join(
     f"(SELECT min(next_retry_at) FROM sync_outbox WHERE {_FAILED} "
     f"AND {_KEY} = 'Failed:{kind}' AND next_retry_at IS NOT NULL)"
@@ -172,8 +181,11 @@ def fold(conn: sqlite3.Connection, *, at_least: int = FOLD_AT) -> bool:
     anyway). Not inside the caller's transaction. True when it moved."""
     if conn.in_transaction:
         return False
-    if conn.execute(query("queue_tally_gap")).fetchone()[0] < at_least:
-        return False
+    try:
+        if conn.execute(query("queue_tally_gap")).fetchone()[0] < at_least:
+            return False
+    except sqlite3.OperationalError:
+        return False  # no tally: a read-only workspace made before migration 0010
     (timeout,) = conn.execute("PRAGMA busy_timeout").fetchone()
     try:
         conn.execute("PRAGMA busy_timeout = 0")
@@ -199,7 +211,11 @@ def summary(
     re-queued Pending ones too): index ranges and seeks, no row reaches Python.
     Many rows captured since the last call move the tally's mark first."""
     fold(conn)
-    total, chats, *counted = (int(value) for value in conn.execute(_COUNTS).fetchone())
+    try:
+        row = conn.execute(_COUNTS).fetchone()
+    except sqlite3.OperationalError:
+        row = conn.execute(_COUNTS_UNTALLIED).fetchone()  # no tally (see _counts_sql)
+    total, chats, *counted = (int(value) for value in row)
     found = dict(zip(_FAILED_GROUPS, counted, strict=True))
     failed_chats = found[("waiting", "chat")] + found[("failed", "chat")]
     found[("pending", "chat")] = chats - failed_chats

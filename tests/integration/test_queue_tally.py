@@ -9,7 +9,7 @@ from pathlib import Path
 
 from acode_sync import outbox
 from acode_sync.migrations import migrate_local, shipped
-from acode_sync.workspace import connect, write
+from acode_sync.workspace import connect, connect_read_only, write
 
 TRUTH = """
 SELECT CASE WHEN status = 'Pending' THEN 'pending'
@@ -177,3 +177,25 @@ def test_0010_tallies_an_existing_outbox(tmp_path: Path) -> None:
     assert outbox.counts(conn) == outbox.QueueCounts(pending=15, failed=6)
     check(conn)
     conn.close()
+
+
+def test_a_read_only_workspace_made_before_0010_is_counted_without_the_tally(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "w.db"
+    old = sqlite3.connect(path, isolation_level=None)
+    for migration in shipped("sqlite")[:9]:  # as 0009 left it, and nobody may migrate it
+        old.executescript(migration.sql)
+    old.execute("INSERT INTO chats (id, title) VALUES ('c', 't')")
+    for i in range(12):
+        old.execute("INSERT INTO messages (id, chat_id, role) VALUES (?, 'c', 'user')", (f"m{i}",))
+    old.execute("UPDATE sync_outbox SET status = 'Failed', last_error = 'e' WHERE seq > 10")
+    old.close()
+    reader = connect_read_only(path)
+    try:
+        assert not outbox.fold(reader, at_least=0)
+        summary = outbox.summary(reader)
+        assert summary.by_type == truth(reader)
+        assert summary.counts == outbox.QueueCounts(pending=10, failed=3)
+    finally:
+        reader.close()
