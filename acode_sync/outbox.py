@@ -122,29 +122,46 @@ class QueueSummary(NamedTuple):
 
 
 ENTITY_TYPES = ("chat", "message")
-# The counts go through the partial indexes of open rows: sync_outbox_open_state
-# of local migration 0006, keyed by this expression (and next_retry_at), gives
-# a range per state and type; only these queries name the expression, so no
-# other query of the outbox is planned onto that index. The largest group,
-# pending messages, is not counted as a range but as the rest of all open rows,
-# which count over sync_outbox_open (seq) with no key to compare per entry: a
-# million open rows count in about 80 ms instead of 140 (docs/BENCHMARKS.md).
+# The counts never grow with the queue (local migration 0010): how many rows
+# and how many chat rows are open is the tally's figure for the rows up to its
+# mark (kept by triggers) plus ranges of sync_outbox_open and
+# sync_outbox_open_chats after the mark; waiting and failed rows are ranges of
+# sync_outbox_failed. Pending chats and pending messages are what is left. All
+# in one statement (one snapshot). The two indexes of 0010 are keyed by an
+# expression only these queries name, so no other query of the outbox is
+# planned onto them; each query repeats its index's condition so that SQLite
+# sees the partial index serves it.
 _KEY = "(status || ':' || entity_type)"
+_FAILED = "status = 'Failed'"
+_CHATS = f"entity_type = 'chat' AND {OPEN} AND {_KEY} IN ('Pending:chat', 'Failed:chat')"
 _STATE_RANGE = {
-    "pending": ("Pending", ""),
-    "waiting": ("Failed", " AND next_retry_at IS NOT NULL"),
-    "failed": ("Failed", " AND next_retry_at IS NULL"),
+    "waiting": " AND next_retry_at IS NOT NULL",
+    "failed": " AND next_retry_at IS NULL",
 }
-_GROUPS = [(state, kind) for state in _STATE_RANGE for kind in ENTITY_TYPES]
-_REST = ("pending", "message")  # the group counted as the rest
-_COUNTS = f"SELECT (SELECT count(*) FROM sync_outbox WHERE {OPEN}), " + ", ".join(
-    f"(SELECT count(*) FROM sync_outbox WHERE {OPEN} AND {_KEY} = '{status}:{kind}'{extra})"
-    for state, kind in _GROUPS
-    if (state, kind) != _REST
-    for status, extra in [_STATE_RANGE[state]]
-)
+_FAILED_GROUPS = [(state, kind) for state in _STATE_RANGE for kind in ENTITY_TYPES]
+_TALLY = "coalesce((SELECT {} FROM sync_queue_tally WHERE id = 1), 0)"
+
+
+def _counts_sql(tally: bool) -> str:
+    """The counts in one statement; without the tally (a read-only workspace
+    made before local migration 0010) every open row is counted."""
+    mark, rows, chats = (_TALLY.format(name) if tally else "0" for name in _TALLY_COLUMNS)
+    return (
+        f"SELECT {rows} + (SELECT count(*) FROM sync_outbox WHERE {OPEN} AND seq > {mark}), "
+        f"{chats} + (SELECT count(*) FROM sync_outbox WHERE {_CHATS} AND seq > {mark}), "
+        + ", ".join(
+            f"(SELECT count(*) FROM sync_outbox WHERE {_FAILED} AND {_KEY} = 'Failed:{kind}'"
+            f"{_STATE_RANGE[state]})"
+            for state, kind in _FAILED_GROUPS
+        )
+    )
+
+
+_TALLY_COLUMNS = ("upto_seq", "open_rows", "open_chats")
+_COUNTS = _counts_sql(tally=True)
+_COUNTS_UNTALLIED = _counts_sql(tally=False)
 _NEXT_RETRY = "SELECT " + ", ".join(
-    f"(SELECT min(next_retry_at) FROM sync_outbox WHERE {OPEN} "
+    f"(SELECT min(next_retry_at) FROM sync_outbox WHERE {_FAILED} "
     f"AND {_KEY} = 'Failed:{kind}' AND next_retry_at IS NOT NULL)"
     for kind in ENTITY_TYPES
 )
@@ -152,6 +169,38 @@ _NEXT_RETRY = "SELECT " + ", ".join(
 _ERRORS = (
     f"SELECT count(*) FROM sync_outbox WHERE {OPEN} AND last_error IS NOT NULL AND status = :status"
 )
+# Rows after the tally's mark before a reader moves the mark: counting them
+# costs about 6 ms per 100,000.
+FOLD_AT = 10_000
+
+
+def fold(conn: sqlite3.Connection, *, at_least: int = FOLD_AT) -> bool:
+    """Move the queue tally's mark to the newest outbox row when at least
+    ``at_least`` rows lie after it, if the write lock is free at once (a
+    reader never waits for a writer: the range after the mark is counted
+    anyway). Not inside the caller's transaction. True when it moved."""
+    if conn.in_transaction:
+        return False
+    try:
+        if conn.execute(query("queue_tally_gap")).fetchone()[0] < at_least:
+            return False
+    except sqlite3.OperationalError:
+        return False  # no tally: a read-only workspace made before migration 0010
+    (timeout,) = conn.execute("PRAGMA busy_timeout").fetchone()
+    try:
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError:
+        return False  # another writer, or a read-only file
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
+    try:
+        moved = conn.execute(query("fold_queue_tally")).rowcount > 0
+        conn.execute("COMMIT")
+    except sqlite3.OperationalError:
+        conn.execute("ROLLBACK")
+        return False
+    return moved
 
 
 def summary(
@@ -159,15 +208,24 @@ def summary(
 ) -> QueueSummary:
     """The counts by state and type, then (``details``) the next retry, the
     oldest open row and how many have an error (Failed rows; ``pending_errors``:
-    re-queued Pending ones too): index ranges and seeks, no row reaches Python."""
-    total, *counted = (int(value) for value in conn.execute(_COUNTS).fetchone())
-    found = dict(zip([group for group in _GROUPS if group != _REST], counted, strict=True))
-    found[_REST] = total - sum(counted)
-    by_type: dict[str, dict[str, int]] = {state: {} for state in _STATE_RANGE}
-    for state, kind in _GROUPS:
-        if found[(state, kind)]:
-            by_type[state][kind] = found[(state, kind)]
-    figures = QueueCounts(*(sum(by_type[state].values()) for state in _STATE_RANGE))
+    re-queued Pending ones too): index ranges and seeks, no row reaches Python.
+    Many rows captured since the last call move the tally's mark first."""
+    fold(conn)
+    try:
+        row = conn.execute(_COUNTS).fetchone()
+    except sqlite3.OperationalError:
+        row = conn.execute(_COUNTS_UNTALLIED).fetchone()  # no tally (see _counts_sql)
+    total, chats, *counted = (int(value) for value in row)
+    found = dict(zip(_FAILED_GROUPS, counted, strict=True))
+    failed_chats = found[("waiting", "chat")] + found[("failed", "chat")]
+    found[("pending", "chat")] = chats - failed_chats
+    found[("pending", "message")] = total - chats - sum(counted) + failed_chats
+    states = ("pending", "waiting", "failed")
+    by_type: dict[str, dict[str, int]] = {state: {} for state in states}
+    for (state, kind), rows in found.items():
+        if rows:
+            by_type[state][kind] = rows
+    figures = QueueCounts(*(sum(by_type[state].values()) for state in states))
     if not details:
         return QueueSummary(figures, by_type, 0, None, None)
     soonest = [stamp for stamp in conn.execute(_NEXT_RETRY).fetchone() if stamp is not None]

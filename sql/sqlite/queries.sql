@@ -482,3 +482,26 @@ FROM chats c WHERE :include_deleted OR c.deleted_at IS NULL ORDER BY c.created_a
 SELECT c.*, (SELECT count(*) FROM messages m
              WHERE m.chat_id = c.id AND m.deleted_at IS NULL) AS message_count
 FROM chats c WHERE id = :id;
+
+-- ----------------------------------------------------------- queue tally ----
+
+-- name: queue_tally_gap
+-- How many outbox rows (at most) lie after the queue tally's mark (local
+-- migration 0010): two seeks.
+SELECT (SELECT coalesce(max(seq), 0) FROM sync_outbox)
+       - coalesce((SELECT upto_seq FROM sync_queue_tally WHERE id = 1), 0);
+
+-- name: fold_queue_tally
+-- The tally takes in the open rows after its mark, and the mark moves to the
+-- newest row (acode_sync.outbox.fold; inside a write transaction).
+UPDATE sync_queue_tally
+SET open_rows = open_rows + (SELECT count(*) FROM sync_outbox
+                             WHERE status IN ('Pending', 'Failed')
+                               AND seq > sync_queue_tally.upto_seq),
+    open_chats = open_chats + (SELECT count(*) FROM sync_outbox
+                               WHERE entity_type = 'chat' AND status IN ('Pending', 'Failed')
+                                 AND (status || ':' || entity_type) IN ('Pending:chat',
+                                                                        'Failed:chat')
+                                 AND seq > sync_queue_tally.upto_seq),
+    upto_seq = (SELECT coalesce(max(seq), 0) FROM sync_outbox)
+WHERE id = 1 AND upto_seq < (SELECT coalesce(max(seq), 0) FROM sync_outbox);

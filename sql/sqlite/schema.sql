@@ -70,8 +70,12 @@ CREATE INDEX sync_outbox_open ON sync_outbox (seq)
     WHERE status IN ('Pending', 'Failed');
 CREATE INDEX sync_outbox_entity ON sync_outbox (entity_id, seq)
     WHERE status IN ('Pending', 'Failed');
-CREATE INDEX sync_outbox_open_state ON sync_outbox ((status || ':' || entity_type), next_retry_at)
-    WHERE status IN ('Pending', 'Failed');
+CREATE INDEX sync_outbox_failed
+    ON sync_outbox ((status || ':' || entity_type), next_retry_at)
+    WHERE status = 'Failed';
+CREATE INDEX sync_outbox_open_chats
+    ON sync_outbox ((status || ':' || entity_type), seq)
+    WHERE entity_type = 'chat' AND status IN ('Pending', 'Failed');
 CREATE INDEX sync_outbox_synced ON sync_outbox (synced_at)
     WHERE status = 'Synced';
 CREATE INDEX sync_outbox_open_errors ON sync_outbox (status)
@@ -255,3 +259,41 @@ CREATE TABLE sync_link (
     last_contact_at  TEXT,
     down_since       TEXT
 );
+CREATE TABLE sync_queue_tally (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    upto_seq    INTEGER NOT NULL,   -- the tally covers the outbox rows with seq <= upto_seq
+    open_rows   INTEGER NOT NULL,   -- how many of them are Pending or Failed
+    open_chats  INTEGER NOT NULL    -- and how many of those are chats
+);
+CREATE TRIGGER sync_outbox_tally_update
+AFTER UPDATE OF seq, status, entity_type ON sync_outbox
+WHEN OLD.seq IS NOT NEW.seq OR OLD.entity_type IS NOT NEW.entity_type
+  OR (OLD.status = 'Pending' OR OLD.status = 'Failed')
+     <> (NEW.status = 'Pending' OR NEW.status = 'Failed')
+BEGIN
+    UPDATE sync_queue_tally
+    SET open_rows = open_rows
+            + ((NEW.status = 'Pending' OR NEW.status = 'Failed') AND NEW.seq <= upto_seq)
+            - ((OLD.status = 'Pending' OR OLD.status = 'Failed') AND OLD.seq <= upto_seq),
+        open_chats = open_chats
+            + ((NEW.status = 'Pending' OR NEW.status = 'Failed') AND NEW.seq <= upto_seq
+               AND NEW.entity_type = 'chat')
+            - ((OLD.status = 'Pending' OR OLD.status = 'Failed') AND OLD.seq <= upto_seq
+               AND OLD.entity_type = 'chat'),
+        upto_seq = min(upto_seq, (SELECT coalesce(max(seq), 0) FROM sync_outbox))
+    WHERE id = 1;
+END;
+CREATE TRIGGER sync_outbox_tally_delete
+AFTER DELETE ON sync_outbox
+WHEN OLD.status = 'Pending' OR OLD.status = 'Failed'
+  OR OLD.seq >= (SELECT upto_seq FROM sync_queue_tally WHERE id = 1)
+BEGIN
+    UPDATE sync_queue_tally
+    SET open_rows = open_rows
+            - ((OLD.status = 'Pending' OR OLD.status = 'Failed') AND OLD.seq <= upto_seq),
+        open_chats = open_chats
+            - ((OLD.status = 'Pending' OR OLD.status = 'Failed') AND OLD.seq <= upto_seq
+               AND OLD.entity_type = 'chat'),
+        upto_seq = min(upto_seq, (SELECT coalesce(max(seq), 0) FROM sync_outbox))
+    WHERE id = 1;
+END;

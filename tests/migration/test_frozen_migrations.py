@@ -53,6 +53,7 @@ PINNED = {
         "0009_health_figures_indexes": (
             "57bef0c96929bbdd5866ed8a4f50858405e5d3c3f8ee5b689ec7fb98f1a61feb"
         ),
+        "0010_queue_tally": "240d474db862a85e5064dd1bdf45d45afd59179922027560920c0f75973ed067",
     },
 }
 CHANGED = "0" * 64
