@@ -25,7 +25,7 @@ from typing import IO, Any
 
 import psycopg
 
-from acode_sync import remote, retention
+from acode_sync import outbox, remote, retention
 from acode_sync.background import EngineThread, Listener, Supervisor
 from acode_sync.clock import Clock, iso, utcnow
 from acode_sync.config import SyncConfig
@@ -198,32 +198,52 @@ class SyncEngine:
             device = self.device_id
             with self.lock():
                 try:
-                    report = self._cycle(
+                    return self._cycle_recorded(
                         conn, url, device, ignore_backoff, max_batches, pull, progress
                     )
-                except ConnectionFailed as exc:
-                    note_error(conn, str(exc), LINK, self.clock)
-                    raise
-                except SetupError as exc:
-                    exc.setting = self.config.remote_url_from
-                    note_error(conn, str(exc), SETUP, self.clock)
-                    raise
-                now = self.clock()
-                link = report.push.link_error
-                error = link or _first(report.push.errors)
-                with write(conn):
-                    # A push that lost its link is not a sync: last_push_at stays.
-                    conn.execute(
-                        query("record_cycle"),
-                        {"pushed": not report.push.failed, "now": iso(now), "error": error},
-                    )
-                    _set_kind(conn, LINK if link else None)
-                    if link:
-                        note_down(conn, iso(now))
-                retention.prune(conn, now - timedelta(days=self.config.retention.days))
-                return report
+                finally:
+                    # Online or not: what was captured since the last cycle goes
+                    # into the queue tally (after the marking, which then
+                    # needs no tally update per row), so `queue` and `status`
+                    # do not count it.
+                    outbox.fold(conn)
         finally:
             conn.close()
+
+    def _cycle_recorded(
+        self,
+        conn: Any,
+        url: str,
+        device: str,
+        ignore_backoff: bool,
+        max_batches: int | None,
+        pull: bool,
+        progress: Progress | None,
+    ) -> CycleReport:
+        """The cycle, its outcome recorded for ``status``, then retention."""
+        try:
+            report = self._cycle(conn, url, device, ignore_backoff, max_batches, pull, progress)
+        except ConnectionFailed as exc:
+            note_error(conn, str(exc), LINK, self.clock)
+            raise
+        except SetupError as exc:
+            exc.setting = self.config.remote_url_from
+            note_error(conn, str(exc), SETUP, self.clock)
+            raise
+        now = self.clock()
+        link = report.push.link_error
+        error = link or _first(report.push.errors)
+        with write(conn):
+            # A push that lost its link is not a sync: last_push_at stays.
+            conn.execute(
+                query("record_cycle"),
+                {"pushed": not report.push.failed, "now": iso(now), "error": error},
+            )
+            _set_kind(conn, LINK if link else None)
+            if link:
+                note_down(conn, iso(now))
+        retention.prune(conn, now - timedelta(days=self.config.retention.days))
+        return report
 
     def _cycle(
         self,

@@ -172,13 +172,17 @@ _ERRORS = (
 # Rows after the tally's mark before a reader moves the mark: counting them
 # costs about 6 ms per 100,000.
 FOLD_AT = 10_000
+# Seqs taken in per write transaction of a fold: a few ms of counting.
+FOLD_CHUNK = 50_000
 
 
-def fold(conn: sqlite3.Connection, *, at_least: int = FOLD_AT) -> bool:
+def fold(conn: sqlite3.Connection, *, at_least: int = FOLD_AT, chunk: int = FOLD_CHUNK) -> bool:
     """Move the queue tally's mark to the newest outbox row when at least
-    ``at_least`` rows lie after it, if the write lock is free at once (a
-    reader never waits for a writer: the range after the mark is counted
-    anyway). Not inside the caller's transaction. True when it moved."""
+    ``at_least`` rows lie after it, ``chunk`` seqs per write transaction, each
+    only if the write lock is free at once (a reader never waits for a writer:
+    what lies after the mark is counted anyway). Not inside the caller's
+    transaction. Never an error: the tally is an optimisation. True when the
+    mark moved."""
     if conn.in_transaction:
         return False
     try:
@@ -186,21 +190,24 @@ def fold(conn: sqlite3.Connection, *, at_least: int = FOLD_AT) -> bool:
             return False
     except sqlite3.OperationalError:
         return False  # no tally: a read-only workspace made before migration 0010
+    moved = False
     (timeout,) = conn.execute("PRAGMA busy_timeout").fetchone()
     try:
         conn.execute("PRAGMA busy_timeout = 0")
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError:
-        return False  # another writer, or a read-only file
+        while True:
+            conn.execute("BEGIN IMMEDIATE")
+            step = conn.execute(query("fold_queue_tally"), {"chunk": chunk}).rowcount
+            conn.execute("COMMIT")
+            if step == 0:
+                return moved
+            moved = True
+    except sqlite3.Error:
+        # Another writer has the lock, or the file is read-only: next time.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        return moved
     finally:
         conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
-    try:
-        moved = conn.execute(query("fold_queue_tally")).rowcount > 0
-        conn.execute("COMMIT")
-    except sqlite3.OperationalError:
-        conn.execute("ROLLBACK")
-        return False
-    return moved
 
 
 def summary(

@@ -492,16 +492,22 @@ SELECT (SELECT coalesce(max(seq), 0) FROM sync_outbox)
        - coalesce((SELECT upto_seq FROM sync_queue_tally WHERE id = 1), 0);
 
 -- name: fold_queue_tally
--- The tally takes in the open rows after its mark, and the mark moves to the
--- newest row (acode_sync.outbox.fold; inside a write transaction).
+-- The tally takes in the open rows of the next :chunk seqs after its mark, and
+-- the mark moves past them (never past the newest row): one short write
+-- transaction per chunk (acode_sync.outbox.fold), so a million rows captured
+-- since the last fold never hold the write lock for the time it takes to
+-- count them all. SET expressions read the row as it was: upto_seq below is
+-- the old mark.
 UPDATE sync_queue_tally
 SET open_rows = open_rows + (SELECT count(*) FROM sync_outbox
                              WHERE status IN ('Pending', 'Failed')
-                               AND seq > sync_queue_tally.upto_seq),
+                               AND seq > sync_queue_tally.upto_seq
+                               AND seq <= sync_queue_tally.upto_seq + :chunk),
     open_chats = open_chats + (SELECT count(*) FROM sync_outbox
                                WHERE entity_type = 'chat' AND status IN ('Pending', 'Failed')
                                  AND (status || ':' || entity_type) IN ('Pending:chat',
                                                                         'Failed:chat')
-                                 AND seq > sync_queue_tally.upto_seq),
-    upto_seq = (SELECT coalesce(max(seq), 0) FROM sync_outbox)
+                                 AND seq > sync_queue_tally.upto_seq
+                                 AND seq <= sync_queue_tally.upto_seq + :chunk),
+    upto_seq = min(upto_seq + :chunk, (SELECT coalesce(max(seq), 0) FROM sync_outbox))
 WHERE id = 1 AND upto_seq < (SELECT coalesce(max(seq), 0) FROM sync_outbox);

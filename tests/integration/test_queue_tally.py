@@ -7,9 +7,13 @@ import random
 import sqlite3
 from pathlib import Path
 
-from acode_sync import outbox
+import pytest
+
+from acode_sync import outbox, store
+from acode_sync.errors import ConnectionFailed
 from acode_sync.migrations import migrate_local, shipped
 from acode_sync.workspace import connect, connect_read_only, write
+from tests.fix_sync import make_device
 
 TRUTH = """
 SELECT CASE WHEN status = 'Pending' THEN 'pending'
@@ -102,7 +106,11 @@ def test_the_counts_are_the_rows_through_every_kind_of_change(
             capture(bare_db, rng, serial)
             seen.add("capture")
         elif roll < 0.45:
-            assert outbox.fold(bare_db, at_least=rng.choice([0, 1, 5])) in (True, False)
+            chunk = rng.choice([1, 7, outbox.FOLD_CHUNK])
+            assert outbox.fold(bare_db, at_least=rng.choice([0, 1, 5]), chunk=chunk) in (
+                True,
+                False,
+            )
             seen.add("fold")
         else:
             index = rng.randrange(len(CHANGES))
@@ -199,3 +207,37 @@ def test_a_read_only_workspace_made_before_0010_is_counted_without_the_tally(
         assert summary.counts == outbox.QueueCounts(pending=10, failed=3)
     finally:
         reader.close()
+
+
+def test_a_fold_goes_in_chunks_to_the_newest_row(bare_db: sqlite3.Connection) -> None:
+    with write(bare_db):
+        bare_db.execute("INSERT INTO chats (id, title) VALUES ('c', 't')")
+        for i in range(20):
+            bare_db.execute(
+                "INSERT INTO messages (id, chat_id, role) VALUES (?, 'c', 'user')", (f"m{i}",)
+            )
+        bare_db.execute("UPDATE sync_outbox SET status = 'Synced', payload = NULL WHERE seq <= 4")
+    before = bare_db.total_changes
+    assert outbox.fold(bare_db, at_least=1, chunk=5)
+    assert bare_db.total_changes - before == 5  # five chunks: seqs 1-5, ..., 21
+    assert tally(bare_db) == (21, 17)
+    check(bare_db)
+
+
+def test_a_cycle_folds_what_was_captured_even_offline(tmp_path: Path) -> None:
+    device = make_device(tmp_path, "offline", "postgresql://nobody@127.0.0.1:1/acode")
+    conn = device.db()
+    chat = store.new_chat(conn, "c")
+    with write(conn):
+        conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+            "INSERT INTO messages (id, chat_id, role, content) "
+            "SELECT 'm' || i, ?, 'user', 'x' FROM n",
+            (outbox.FOLD_AT, chat),
+        )
+    assert tally(conn) == (0, 0)
+    with pytest.raises(ConnectionFailed):
+        device.sync()
+    assert tally(conn) == (outbox.FOLD_AT + 1, outbox.FOLD_AT + 1)
+    assert outbox.counts(conn) == outbox.QueueCounts(pending=outbox.FOLD_AT + 1)
+    conn.close()
