@@ -198,52 +198,38 @@ class SyncEngine:
             device = self.device_id
             with self.lock():
                 try:
-                    return self._cycle_recorded(
-                        conn, url, device, ignore_backoff, max_batches, pull, progress
-                    )
+                    try:
+                        report = self._cycle(
+                            conn, url, device, ignore_backoff, max_batches, pull, progress
+                        )
+                    except ConnectionFailed as exc:
+                        note_error(conn, str(exc), LINK, self.clock)
+                        raise
+                    except SetupError as exc:
+                        exc.setting = self.config.remote_url_from
+                        note_error(conn, str(exc), SETUP, self.clock)
+                        raise
+                    now = self.clock()
+                    link = report.push.link_error
+                    error = link or _first(report.push.errors)
+                    with write(conn):
+                        # A push that lost its link is not a sync: last_push_at stays.
+                        conn.execute(
+                            query("record_cycle"),
+                            {"pushed": not report.push.failed, "now": iso(now), "error": error},
+                        )
+                        _set_kind(conn, LINK if link else None)
+                        if link:
+                            note_down(conn, iso(now))
+                    retention.prune(conn, now - timedelta(days=self.config.retention.days))
+                    return report
                 finally:
                     # Online or not: what was captured since the last cycle goes
-                    # into the queue tally (after the marking, which then
-                    # needs no tally update per row), so `queue` and `status`
-                    # do not count it.
+                    # into the queue tally, so `queue` and `status` do not count
+                    # it (after the marking: what it settled is not counted in).
                     outbox.fold(conn)
         finally:
             conn.close()
-
-    def _cycle_recorded(
-        self,
-        conn: Any,
-        url: str,
-        device: str,
-        ignore_backoff: bool,
-        max_batches: int | None,
-        pull: bool,
-        progress: Progress | None,
-    ) -> CycleReport:
-        """The cycle, its outcome recorded for ``status``, then retention."""
-        try:
-            report = self._cycle(conn, url, device, ignore_backoff, max_batches, pull, progress)
-        except ConnectionFailed as exc:
-            note_error(conn, str(exc), LINK, self.clock)
-            raise
-        except SetupError as exc:
-            exc.setting = self.config.remote_url_from
-            note_error(conn, str(exc), SETUP, self.clock)
-            raise
-        now = self.clock()
-        link = report.push.link_error
-        error = link or _first(report.push.errors)
-        with write(conn):
-            # A push that lost its link is not a sync: last_push_at stays.
-            conn.execute(
-                query("record_cycle"),
-                {"pushed": not report.push.failed, "now": iso(now), "error": error},
-            )
-            _set_kind(conn, LINK if link else None)
-            if link:
-                note_down(conn, iso(now))
-        retention.prune(conn, now - timedelta(days=self.config.retention.days))
-        return report
 
     def _cycle(
         self,
