@@ -1,9 +1,10 @@
 """Load and validate ``.agent/config.yml``.
 
 The file is read with ``yaml.safe_load`` (and the document kept beside it
-while the text is unchanged: :mod:`acode_sync.config_cache`). Unknown keys are warned about (a
-typo should not stop sync, but should not pass silently either); a wrong type
-or value is a :class:`ConfigError` naming the file, the key and the reason.
+while the text is unchanged: :mod:`acode_sync.config_cache`). Unknown keys
+are warned about (a typo should not stop sync, but should not pass silently
+either); a wrong type or value is a :class:`ConfigError` naming the file, the
+key and the reason.
 ``ACODE_SYNC_REMOTE_URL`` overrides ``sync.remote.url``.
 """
 

@@ -140,6 +140,7 @@ _STATE_RANGE = {
 }
 _FAILED_GROUPS = [(state, kind) for state in _STATE_RANGE for kind in ENTITY_TYPES]
 _TALLY = "coalesce((SELECT {} FROM sync_queue_tally WHERE id = 1), 0)"
+_TALLY_COLUMNS = ("upto_seq", "open_rows", "open_chats")
 
 
 def _counts_sql(tally: bool) -> str:
@@ -157,7 +158,6 @@ def _counts_sql(tally: bool) -> str:
     )
 
 
-_TALLY_COLUMNS = ("upto_seq", "open_rows", "open_chats")
 _COUNTS = _counts_sql(tally=True)
 _COUNTS_UNTALLIED = _counts_sql(tally=False)
 _NEXT_RETRY = "SELECT " + ", ".join(
