@@ -1,17 +1,18 @@
 """Benchmark: the server's ``push()`` at two migration levels, interleaved call by call.
 
 Two scratch databases on one server: the reference, migrated up to and
-including ``--reference`` (default ``0006_plans_for_new_owners``: ``push()``
-before 0007), and the current one, with every shipped migration. Each gets
-one chat. Then, round after round, each database in turn gets one
-``acode_sync.push`` of a fresh batch of new messages (~600 bytes of content,
-as the other benchmarks) from the device role, answered ``applied`` for
-every item, and right after it the floor: as many rows INSERTed straight
-into ``acode_sync.messages`` (``harness.FLOOR_INSERT``: keys, foreign key,
-row-level security, change-log trigger, no push logic). The order of the two
-databases swaps every round, so a busy machine weighs on both alike, which
-whole runs back to back cannot promise. Each call is its own transaction
-(autocommit), its COMMIT included. Both databases are dropped at the end.
+including ``--reference`` (default ``0007_lean_push``: ``push()`` before
+0008; ``0006_plans_for_new_owners`` gives the one before 0007), and the
+current one, with every shipped migration. Each gets one chat. Then, round
+after round, each database in turn gets one ``acode_sync.push`` of a fresh
+batch of new messages (~600 bytes of content, as the other benchmarks) from
+the device role, answered ``applied`` for every item, and right after it the
+floor: as many rows INSERTed straight into ``acode_sync.messages``
+(``harness.FLOOR_INSERT``: keys, foreign key, row-level security, change-log
+trigger, no push logic). The order of the two databases swaps every round, so
+a busy machine weighs on both alike, which whole runs back to back cannot
+promise. Each call is its own transaction (autocommit), its COMMIT included.
+Both databases are dropped at the end.
 
 Run::
 
@@ -43,7 +44,7 @@ from psycopg import sql
 
 from acode_sync.migrations import shipped
 
-DEFAULT_REFERENCE = "0006_plans_for_new_owners"
+DEFAULT_REFERENCE = "0007_lean_push"
 CHAT = "bench-chat"
 TIME = "2026-01-01T00:00:00.000Z"
 PUSH = "SELECT result FROM acode_sync.push(%s, 'bench-interleaved', %s::jsonb)"

@@ -389,16 +389,19 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- One batch, one round trip, one transaction; 0002's answers, in one body (0007).
--- The statements that look rows up in the tables run by EXECUTE: planned for
--- each call on the statistics and table sizes of the moment (a cached generic
--- plan made on early statistics can scan a grown table for every batch). The
--- upserts look up nothing but their arbiter index and keep cached plans, as do
--- the foreign-key checks and the change-log trigger under them.
+-- Its look-ups are static SQL with plans cached by the session (0008): each is
+-- a LATERAL probe of one row by a unique index, driven by the batch's rows,
+-- and `SET enable_seqscan = off` keeps every plan made under push() on the
+-- indexes whatever the statistics were when it was cached. The one statement
+-- whose plan depends on sizes (a withdrawn chat's messages) runs by EXECUTE,
+-- planned for each call. Each table's upsert and withdrawals are one
+-- statement: the change log numbers its inserted rows before its updated ones.
 CREATE OR REPLACE FUNCTION acode_sync.push(p_batch_id text, p_device text, p_items jsonb)
 RETURNS TABLE (idx integer, idempotency_key text, result text, version bigint,
                reason text, server_row jsonb)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
 AS $$
 DECLARE
     items acode_sync.push_item[];  -- in idx order; result NULL: to be written
@@ -406,7 +409,7 @@ DECLARE
     judged_rows jsonb := '{}';  -- 'type:id' -> the server's row a conflict was judged on
     has_chats boolean;  -- any unresolved chat item
     has_messages boolean;
-    has_withdrawals boolean;
+    withdraws_chats boolean;  -- any unresolved chat withdrawal
     has_conflicts boolean;
     done jsonb := '{}';  -- 'chat:<id>' / 'message:<id>' actually written -> true
     written jsonb;
@@ -421,6 +424,11 @@ BEGIN
     -- columns: with `item->>'key'` inlined (->> is not leakproof) row-level
     -- security keeps the comparison out of the index condition.
     --
+    -- `early` is what the item is answered before any write: '' for a
+    -- duplicate (no problem reads ''), push_problem's reason for a rejected
+    -- item, NULL for one to judge. validated is read twice, so materialized:
+    -- the validation runs once per item.
+    --
     -- Then each item's verdict: duplicate, rejected, conflict, or NULL (to be
     -- written; `version` then holds the server's current version, NULL for a
     -- new entity). A message of a withdrawn chat (on the server, or by this
@@ -429,7 +437,6 @@ BEGIN
     -- in the same batch (an upsert made on its withdrawn version) takes its
     -- messages back. A device never conflicts with itself: a row it wrote
     -- last is a version it has, told or not.
-    EXECUTE $q$
     WITH parsed AS MATERIALIZED (
         SELECT e.ord::integer AS idx, e.item->>'key' AS key,
                e.item->>'entity_type' AS entity_type, e.item->>'entity_id' AS entity_id,
@@ -439,7 +446,7 @@ BEGIN
                CASE WHEN acode_sync.iso_time_ok(e.item->'changed_at')
                     THEN least((e.item->>'changed_at')::timestamptz, now()) END AS changed_at,
                e.item->'payload' AS payload, e.item->'payload'->>'chat_id' AS chat_id
-        FROM jsonb_array_elements($1) WITH ORDINALITY AS e(item, ord)
+        FROM jsonb_array_elements(p_items) WITH ORDINALITY AS e(item, ord)
     ), batch AS (  -- the chats this batch carries (any op): a message may name one
         SELECT coalesce(array_agg(p.entity_id) FILTER (WHERE p.entity_type = 'chat'), '{}')
                AS chats
@@ -448,12 +455,13 @@ BEGIN
         SELECT p.*, logged.version AS logged_version,
                coalesce(ch.version, m.version) AS current_version,
                coalesce(ch.origin_device, m.origin_device) AS current_origin,
-               ch.version AS chat_version, ch.row AS chat_row, m.row AS message_row,
                parent.privacy AS parent_privacy, parent.changed_at AS parent_changed_at,
                parent.origin_device AS parent_origin,
-               CASE WHEN logged.version IS NOT NULL THEN 'duplicate'
-                    WHEN v.problem IS NOT NULL THEN 'rejected' END AS early_result,
-               v.problem
+               CASE WHEN logged.version IS NOT NULL THEN ''
+                    ELSE acode_sync.push_problem(
+                        p.key, p.entity_type, p.entity_id, p.op, p.base_version, p.changed_at,
+                        p.payload, parent.privacy IS NOT NULL OR p.chat_id = ANY (batch.chats))
+               END AS early
         FROM parsed p
         CROSS JOIN batch
         LEFT JOIN LATERAL (
@@ -465,13 +473,13 @@ BEGIN
             LIMIT 1
         ) logged ON true
         LEFT JOIN LATERAL (
-            SELECT c.version, c.origin_device, c AS row FROM acode_sync.chats c
+            SELECT c.version, c.origin_device FROM acode_sync.chats c
             WHERE p.entity_type = 'chat' AND c.owner_id = current_user::text
               AND c.id = p.entity_id
             FOR UPDATE
         ) ch ON true
         LEFT JOIN LATERAL (
-            SELECT mm.version, mm.origin_device, mm AS row FROM acode_sync.messages mm
+            SELECT mm.version, mm.origin_device FROM acode_sync.messages mm
             WHERE p.entity_type = 'message' AND mm.owner_id = current_user::text
               AND mm.id = p.entity_id
             FOR UPDATE
@@ -482,9 +490,6 @@ BEGIN
               AND pc.id = p.chat_id
             LIMIT 1
         ) parent ON true
-        CROSS JOIN LATERAL acode_sync.push_problem(
-            p.key, p.entity_type, p.entity_id, p.op, p.base_version, p.changed_at, p.payload,
-            parent.privacy IS NOT NULL OR p.chat_id = ANY (batch.chats)) AS v(problem)
     ), withdrawing AS (  -- chats this batch withdraws, and the ones it shares again
         SELECT jsonb_object_agg(w.entity_id, w.changed_at) FILTER (WHERE w.op = 'withdraw')
                    AS chats,
@@ -492,13 +497,14 @@ BEGIN
                    WHERE w.op = 'upsert' AND w.current_version = w.base_version), '{}')
                    AS reshared
         FROM validated w
-        WHERE w.early_result IS NULL AND w.entity_type = 'chat'
+        WHERE w.early IS NULL AND w.entity_type = 'chat'
     ), judged AS (
         SELECT va.*, g.changed_at AS withdrawn_at, g.origin AS withdrawn_by,
-               CASE WHEN va.early_result IS NOT NULL THEN va.early_result
+               CASE WHEN va.early = '' THEN 'duplicate'
+                    WHEN va.early IS NOT NULL THEN 'rejected'
                     WHEN g.changed_at IS NOT NULL THEN 'conflict'
                     WHEN va.op = 'upsert' AND va.current_version <> va.base_version
-                         AND va.current_origin IS DISTINCT FROM $2
+                         AND va.current_origin IS DISTINCT FROM p_device
                         THEN 'conflict'
                END AS result
         FROM validated va
@@ -509,45 +515,43 @@ BEGIN
                         ELSE (b.chats ->> va.chat_id)::timestamptz END AS changed_at,
                    CASE WHEN va.parent_privacy = 'LOCAL_ONLY'
                              AND NOT va.chat_id = ANY (b.reshared) THEN va.parent_origin
-                        ELSE $2 END AS origin
-            WHERE va.entity_type = 'message' AND va.op = 'upsert' AND va.early_result IS NULL
+                        ELSE p_device END AS origin
+            WHERE va.entity_type = 'message' AND va.op = 'upsert' AND va.early IS NULL
         ) g ON true
     )
     SELECT array_agg(ROW(a.idx, a.key, a.entity_type, a.entity_id, a.op, a.base_version,
                          a.changed_at, a.payload, a.result,
                          coalesce(a.logged_version, a.current_version,
                                   CASE WHEN a.result = 'conflict' THEN 0 END),
-                         CASE WHEN a.result = 'rejected' THEN a.problem END
+                         CASE WHEN a.result = 'rejected' THEN a.early END
                      )::acode_sync.push_item ORDER BY a.idx),
            coalesce(jsonb_object_agg(a.idx, jsonb_build_array(a.withdrawn_at, a.withdrawn_by))
                     FILTER (WHERE a.result = 'conflict' AND a.withdrawn_at IS NOT NULL
                             AND a.current_version IS NULL), '{}'),
            coalesce(bool_or(a.result IS NULL AND a.entity_type = 'chat'), false),
            coalesce(bool_or(a.result IS NULL AND a.entity_type = 'message'), false),
-           coalesce(bool_or(a.result IS NULL AND a.op = 'withdraw'), false),
+           coalesce(bool_or(a.result IS NULL AND a.entity_type = 'chat'
+                            AND a.op = 'withdraw'), false),
            coalesce(bool_or(a.result = 'conflict'), false)
-    FROM judged a
-    $q$
-    INTO items, made_up, has_chats, has_messages, has_withdrawals, has_conflicts
-    USING p_items, p_device;
+    INTO items, made_up, has_chats, has_messages, withdraws_chats, has_conflicts
+    FROM judged a;
 
     IF has_conflicts THEN
         -- The server's row each conflict was judged on, logged: the entity's
         -- row (locked above, so as it was judged), or for a message the server
         -- never had, its withdrawn row made up at version 0.
-        EXECUTE $q$
         WITH answered AS (
             SELECT i.*, CASE
-                       WHEN $2 ? i.idx::text THEN acode_sync.wire_row(jsonb_populate_record(
+                       WHEN made_up ? i.idx::text THEN acode_sync.wire_row(jsonb_populate_record(
                            NULL::acode_sync.messages, jsonb_build_object(
                                'id', i.entity_id, 'chat_id', i.payload->>'chat_id',
                                'role', i.payload->>'role', 'privacy', 'LOCAL_ONLY',
                                'created_at', i.payload->'created_at',
                                'updated_at', i.payload->'updated_at', 'version', 0,
-                               'changed_at', $2 -> i.idx::text -> 0,
-                               'origin_device', $2 -> i.idx::text -> 1)))
+                               'changed_at', made_up -> i.idx::text -> 0,
+                               'origin_device', made_up -> i.idx::text -> 1)))
                        ELSE now_row.row END AS server_row
-            FROM unnest($1) i
+            FROM unnest(items) i
             LEFT JOIN LATERAL (
                 SELECT acode_sync.wire_row(c) AS row FROM acode_sync.chats c
                 WHERE i.entity_type = 'chat' AND c.owner_id = current_user::text
@@ -563,7 +567,7 @@ BEGIN
             INSERT INTO acode_sync.conflicts (entity_type, entity_id, idempotency_key,
                                               origin_device, base_version, server_version,
                                               incoming, server_row)
-            SELECT a.entity_type, a.entity_id, a.key, $3, a.base_version, a.version,
+            SELECT a.entity_type, a.entity_id, a.key, p_device, a.base_version, a.version,
                    jsonb_build_object('op', a.op, 'changed_at', a.changed_at,
                                       'payload', a.payload),
                    a.server_row
@@ -571,17 +575,21 @@ BEGIN
         )
         SELECT coalesce(jsonb_object_agg(a.entity_type || ':' || a.entity_id, a.server_row)
                         FILTER (WHERE a.server_row IS NOT NULL), '{}')
-        FROM answered a
-        $q$
         INTO judged_rows
-        USING items, made_up, p_device;
+        FROM answered a;
     END IF;
 
     -- The writes, chats first (a chat travels before what refers to it). Each
-    -- gives the next version, and only if the row is still at the version
-    -- judged (a concurrent writer makes it a conflict below instead).
-    IF has_chats AND NOT has_withdrawals THEN
-        WITH w AS (
+    -- upsert gives the next version, and only if the row is still at the
+    -- version judged (a concurrent writer makes it a conflict below instead).
+    -- A withdrawal is never a conflict: it is the owner's privacy decision.
+    -- The withdrawals are an UPDATE in the same statement as the upsert, so
+    -- they share its change-log block (as 0004-0007), and that UPDATE is
+    -- there even when it writes no row: the statement's update trigger then
+    -- fires after its insert trigger, so the change log numbers the
+    -- statement's inserted rows before its updated ones.
+    IF has_chats THEN
+        WITH upserted AS (
             INSERT INTO acode_sync.chats AS c (owner_id, id, title, privacy, created_at,
                                                updated_at, deleted_at, version, changed_at,
                                                origin_device, idempotency_key, batch_id)
@@ -600,56 +608,25 @@ BEGIN
                 idempotency_key = EXCLUDED.idempotency_key, batch_id = EXCLUDED.batch_id
             WHERE c.version = EXCLUDED.version - 1
             RETURNING c.id
-        ), no_withdrawals AS (
-            -- An UPDATE of no row, as 0004's empty withdrawal: the statement's
-            -- update trigger then fires after its insert trigger, so the
-            -- change log numbers its inserted rows before its updated ones.
-            UPDATE acode_sync.chats c SET version = c.version WHERE false
-        )
-        SELECT coalesce(jsonb_object_agg('chat:' || w.id, true), '{}') INTO written FROM w;
-        done := done || written;
-    ELSIF has_chats THEN
-        -- The same upsert, the withdrawals beside it in one statement (as
-        -- 0004: the same change-log blocks), then a withdrawn chat's messages.
-        -- A withdrawal is never a conflict: it is the owner's privacy decision.
-        EXECUTE $q$
-        WITH written AS (
-            INSERT INTO acode_sync.chats AS c (owner_id, id, title, privacy, created_at,
-                                               updated_at, deleted_at, version, changed_at,
-                                               origin_device, idempotency_key, batch_id)
-            SELECT current_user, i.entity_id, i.payload->>'title', i.payload->>'privacy',
-                   (i.payload->>'created_at')::timestamptz,
-                   (i.payload->>'updated_at')::timestamptz,
-                   (i.payload->>'deleted_at')::timestamptz,
-                   coalesce(i.version, 0) + 1, i.changed_at, $3, i.key, $2
-            FROM unnest($1) i
-            WHERE i.result IS NULL AND i.entity_type = 'chat' AND i.op = 'upsert'
-            ON CONFLICT (owner_id, id) DO UPDATE SET
-                title = EXCLUDED.title, privacy = EXCLUDED.privacy,
-                created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,
-                deleted_at = EXCLUDED.deleted_at, version = c.version + 1,
-                changed_at = EXCLUDED.changed_at, origin_device = EXCLUDED.origin_device,
-                idempotency_key = EXCLUDED.idempotency_key, batch_id = EXCLUDED.batch_id
-            WHERE c.version = EXCLUDED.version - 1
-            RETURNING c.id
         ), withdrawn AS (
             UPDATE acode_sync.chats c
             SET title = '', privacy = 'LOCAL_ONLY', version = c.version + 1,
-                changed_at = i.changed_at, origin_device = $3,
-                idempotency_key = i.key, batch_id = $2
-            FROM unnest($1) i
+                changed_at = i.changed_at, origin_device = p_device,
+                idempotency_key = i.key, batch_id = p_batch_id
+            FROM unnest(items) i
             WHERE i.result IS NULL AND i.entity_type = 'chat'
               AND i.op = 'withdraw' AND c.owner_id = current_user::text AND c.id = i.entity_id
             RETURNING c.id
         )
         SELECT coalesce(jsonb_object_agg('chat:' || w.id, true), '{}')
-        FROM (SELECT id FROM written UNION ALL SELECT id FROM withdrawn) w
-        $q$
         INTO written
-        USING items, p_batch_id, p_device;
+        FROM (SELECT u.id FROM upserted u UNION ALL SELECT d.id FROM withdrawn d) w;
         done := done || written;
+    END IF;
 
-        -- A withdrawn chat takes its messages with it.
+    IF withdraws_chats THEN
+        -- A withdrawn chat takes its messages with it. How many rows that is
+        -- depends on the chat, so this one is planned for each call.
         EXECUTE $q$
         UPDATE acode_sync.messages m
         SET content = NULL, privacy = 'LOCAL_ONLY', version = m.version + 1,
@@ -663,8 +640,8 @@ BEGIN
         USING items, p_batch_id, p_device;
     END IF;
 
-    IF has_messages AND NOT has_withdrawals THEN
-        WITH w AS (
+    IF has_messages THEN
+        WITH upserted AS (
             INSERT INTO acode_sync.messages AS m (owner_id, id, chat_id, role, content, privacy,
                                                   created_at, updated_at, deleted_at, version,
                                                   changed_at, origin_device, idempotency_key,
@@ -687,54 +664,19 @@ BEGIN
                 idempotency_key = EXCLUDED.idempotency_key, batch_id = EXCLUDED.batch_id
             WHERE m.version = EXCLUDED.version - 1
             RETURNING m.id
-        ), no_withdrawals AS (
-            -- An UPDATE of no row, as 0004's empty withdrawal: the statement's
-            -- update trigger then fires after its insert trigger, so the
-            -- change log numbers its inserted rows before its updated ones.
-            UPDATE acode_sync.messages m SET version = m.version WHERE false
-        )
-        SELECT coalesce(jsonb_object_agg('message:' || w.id, true), '{}') INTO written FROM w;
-        done := done || written;
-    ELSIF has_messages THEN
-        EXECUTE $q$
-        WITH written AS (
-            INSERT INTO acode_sync.messages AS m (owner_id, id, chat_id, role, content, privacy,
-                                                  created_at, updated_at, deleted_at, version,
-                                                  changed_at, origin_device, idempotency_key,
-                                                  batch_id)
-            SELECT current_user, i.entity_id, i.payload->>'chat_id', i.payload->>'role',
-                   CASE WHEN i.payload->>'privacy' = 'FULL' THEN i.payload->>'content' END,
-                   i.payload->>'privacy',
-                   (i.payload->>'created_at')::timestamptz,
-                   (i.payload->>'updated_at')::timestamptz,
-                   (i.payload->>'deleted_at')::timestamptz,
-                   coalesce(i.version, 0) + 1, i.changed_at, $3, i.key, $2
-            FROM unnest($1) i
-            WHERE i.result IS NULL AND i.entity_type = 'message' AND i.op = 'upsert'
-            ON CONFLICT (owner_id, id) DO UPDATE SET
-                chat_id = EXCLUDED.chat_id, role = EXCLUDED.role, content = EXCLUDED.content,
-                privacy = EXCLUDED.privacy, created_at = EXCLUDED.created_at,
-                updated_at = EXCLUDED.updated_at, deleted_at = EXCLUDED.deleted_at,
-                version = m.version + 1, changed_at = EXCLUDED.changed_at,
-                origin_device = EXCLUDED.origin_device,
-                idempotency_key = EXCLUDED.idempotency_key, batch_id = EXCLUDED.batch_id
-            WHERE m.version = EXCLUDED.version - 1
-            RETURNING m.id
         ), withdrawn AS (
             UPDATE acode_sync.messages m
             SET content = NULL, privacy = 'LOCAL_ONLY', version = m.version + 1,
-                changed_at = i.changed_at, origin_device = $3,
-                idempotency_key = i.key, batch_id = $2
-            FROM unnest($1) i
+                changed_at = i.changed_at, origin_device = p_device,
+                idempotency_key = i.key, batch_id = p_batch_id
+            FROM unnest(items) i
             WHERE i.result IS NULL AND i.entity_type = 'message'
               AND i.op = 'withdraw' AND m.owner_id = current_user::text AND m.id = i.entity_id
             RETURNING m.id
         )
         SELECT coalesce(jsonb_object_agg('message:' || w.id, true), '{}')
-        FROM (SELECT id FROM written UNION ALL SELECT id FROM withdrawn) w
-        $q$
         INTO written
-        USING items, p_batch_id, p_device;
+        FROM (SELECT u.id FROM upserted u UNION ALL SELECT d.id FROM withdrawn d) w;
         done := done || written;
     END IF;
 
@@ -760,18 +702,18 @@ BEGIN
         ORDER BY i.idx;
         RETURN;
     END IF;
-    RETURN QUERY EXECUTE $q$
+    RETURN QUERY
     SELECT i.idx, i.key, r.result,
            CASE WHEN i.result IS NOT NULL THEN i.version
                 WHEN r.written THEN coalesce(i.version, 0) + 1
                 ELSE coalesce(i.version, 0) END,
            i.reason,
            CASE WHEN r.result = 'conflict'
-                THEN coalesce(now_row.row, $3 -> (i.entity_type || ':' || i.entity_id))
+                THEN coalesce(now_row.row, judged_rows -> (i.entity_type || ':' || i.entity_id))
            END
-    FROM unnest($1) i
-    CROSS JOIN LATERAL (SELECT i.result IS NULL AND $2 ? (i.entity_type || ':' || i.entity_id)
-                               AS written) w
+    FROM unnest(items) i
+    CROSS JOIN LATERAL (SELECT i.result IS NULL
+                               AND done ? (i.entity_type || ':' || i.entity_id) AS written) w
     CROSS JOIN LATERAL (SELECT w.written,
                                CASE WHEN i.result IS NOT NULL THEN i.result
                                     WHEN w.written THEN 'applied'
@@ -787,9 +729,7 @@ BEGIN
           AND m.owner_id = current_user::text AND m.id = i.entity_id
         LIMIT 1
     ) now_row ON true
-    ORDER BY i.idx
-    $q$
-    USING items, done, judged_rows;
+    ORDER BY i.idx;
 END
 $$;
 
@@ -929,7 +869,7 @@ GRANT EXECUTE ON FUNCTION acode_sync.pull_head() TO acode_sync_device;
 INSERT INTO acode_sync.migrations (name)
 VALUES ('0001_server_schema'), ('0002_withdrawn_chat_messages'), ('0003_lean_pull'),
        ('0004_named_push'), ('0005_compact_log'),
-       ('0006_plans_for_new_owners'), ('0007_lean_push')
+       ('0006_plans_for_new_owners'), ('0007_lean_push'), ('0008_planned_push')
 ON CONFLICT (name) DO NOTHING;
 
 COMMIT;
