@@ -32,7 +32,7 @@ PINNED = {
             "fc75fbba1b7c4745bcc70d096ff15b2688c40926122da9c2fdf0c2112232c57f"
         ),
         "0007_lean_push": "19685fbfc95d664d01723e02ec8170aa70de0b6ef868a12e4d4abd5e3123d2c6",
-        "0008_planned_push": "2715637c4a7ee077656d80b5119822735dc742d20c0d78b7b7ed553be07b652d",
+        "0008_planned_push": "31aebe16a9aca96ca65a2df657cce2c3a2ff7e6db31255587ae91bc3c1c07b7f",
     },
     "sqlite": {
         "0001_local_schema": "75f569c194bb6f44af1166c899b0841ea10d06a998526fd2f141db69713d1a7d",
