@@ -83,22 +83,23 @@ def wire_items(items: Sequence[tuple[OutboxRow, str]]) -> str:
     Each item is the text ``json.dumps`` makes of its head fields, byte for
     byte, written out here: a dict and a ``dumps`` per item cost a drain
     about as much as its claim. Strings go through the encoder ``dumps`` itself
-    uses (``ensure_ascii``), integers as their repr; anything else a client
-    may have stored in a column goes through ``dumps``."""
-    return "[" + ", ".join(map(_wire_item, items)) + "]"
-
-
-def _wire_item(item: tuple[OutboxRow, str]) -> str:
-    row, payload = item
-    version = row.base_version
-    base = int.__repr__(version) if type(version) is int else json.dumps(version)
+    uses (``ensure_ascii``; a TEXT column holds a str, or a BLOB, which neither
+    can encode), an integer as its repr; any other version through ``dumps``."""
+    text = encode_basestring_ascii
     return (
-        f'{{"key": {_text(row.idempotency_key)}, "entity_type": {_text(row.entity_type)}, '
-        f'"entity_id": {_text(row.entity_id)}, "op": {_text(row.op)}, '
-        f'"base_version": {base}, '
-        f'"changed_at": {_text(row.changed_at)}, "payload": {payload}}}'
+        "["
+        + ", ".join(
+            [
+                f'{{"key": {text(row.idempotency_key)}, "entity_type": {text(row.entity_type)}, '
+                f'"entity_id": {text(row.entity_id)}, "op": {text(row.op)}, '
+                f'"base_version": {_version(row.base_version)}, '
+                f'"changed_at": {text(row.changed_at)}, "payload": {payload}}}'
+                for row, payload in items
+            ]
+        )
+        + "]"
     )
 
 
-def _text(value: object) -> str:
-    return encode_basestring_ascii(value) if type(value) is str else json.dumps(value)
+def _version(value: object) -> str:
+    return int.__repr__(value) if type(value) is int else json.dumps(value)

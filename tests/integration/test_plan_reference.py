@@ -285,6 +285,8 @@ def fill(conn: sqlite3.Connection, rng: random.Random, item_bytes_max: int) -> N
                     "status = 'Failed', next_retry_at = :future, last_error = :link",
                     "status = 'Failed', next_retry_at = NULL, last_error = 'for good'",
                     "op = 'withdraw'",
+                    "base_version = 2.5",  # what a hand can store in an INTEGER column
+                    "base_version = 'seven'",
                 ]
             )
             conn.execute(
