@@ -13,6 +13,7 @@ tested on their own:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
 
 from acode_sync.outbox import OutboxRow
 
@@ -22,6 +23,9 @@ def payload_bytes(row: OutboxRow) -> int:
     # surrogatepass: a row with a bad byte is isolated before batching, but a
     # size must never be the thing that raises.
     return len(row.payload.encode("utf-8", "surrogatepass"))
+
+
+_SEQ = attrgetter("seq")  # no Python call per row, as a lambda would be
 
 
 def coalesce(rows: Sequence[OutboxRow]) -> list[OutboxRow]:
@@ -37,7 +41,7 @@ def coalesce(rows: Sequence[OutboxRow]) -> list[OutboxRow]:
     slots: list[OutboxRow] = []
     # Sort defensively: "newest" must mean highest seq even if a caller hands
     # rows over in another order.
-    for row in sorted(rows, key=lambda r: r.seq):
+    for row in sorted(rows, key=_SEQ):
         key = (row.entity_type, row.entity_id)
         slot = first_slot.get(key)
         if slot is None:

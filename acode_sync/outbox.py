@@ -21,11 +21,11 @@ Synced, Superseded and Conflict rows are history, not queue.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple
 
-from acode_sync.clock import iso, parse_iso
+from acode_sync.clock import parse_iso
 from acode_sync.errors import CONNECTION_FAILED
 from acode_sync.queries import query
 
@@ -284,95 +284,14 @@ def acknowledge(
 
 # -- claiming rows to send ------------------------------------------------------
 
-_SCAN_PAGE = 1000
-
 
 class Claim(NamedTuple):
     rows: list[OutboxRow]
     # Every row from the start of the scan on was due (nothing held back): the
     # next claim may start after these rows while they are still in flight.
     clean: bool
-
-
-def claim_due(
-    conn: sqlite3.Connection,
-    now: datetime,
-    limit: int,
-    *,
-    after: int = 0,
-    ignore_backoff: bool = False,
-    release_link_failures: bool = False,
-) -> Claim:
-    """Up to ``limit`` rows that may go now, in seq order, from seq ``after`` on
-    (0: the head of the queue; a later start only past a clean claim).
-
-    Due: Pending rows; waiting rows whose backoff is over (all of them with
-    ``ignore_backoff``; with ``release_link_failures``, also those that failed
-    only because the link broke: the caller has just reached the server).
-    Failed-for-good rows are skipped: they wait for ``retry``.
-
-    A row that is not due holds back only what depends on it, so the queue
-    never stalls behind it: later rows of its entity (they would overtake it)
-    and, for a chat, its messages. Everything else goes past it.
-    """
-    stamp = iso(now)
-
-    def due(row: OutboxRow) -> bool:
-        return (
-            ignore_backoff
-            or row.status == "Pending"
-            or (row.next_retry_at or "") <= stamp
-            or (release_link_failures and row.link_failure)
-        )
-
-    cursor = conn.execute(
-        f"SELECT {COLUMNS} FROM sync_outbox WHERE {OPEN} "
-        f"AND ({PENDING} OR next_retry_at IS NOT NULL) AND seq > ? ORDER BY seq LIMIT ?",
-        (after, limit),
-    )
-    # Plain tuples in field order: half the cost of sqlite3.Row -> dict -> kwargs
-    # (3.3 vs 7 ms per 1,000 rows), which a drain pays on every row.
-    cursor.row_factory = None
-    rows = [OutboxRow(*values) for values in cursor.fetchall()]
-    if all(due(row) for row in rows):
-        return Claim(rows, True)  # the common case: nothing is waiting at the head
-    return Claim(_claim_around(conn, due, limit, after), False)
-
-
-def _claim_around(
-    conn: sqlite3.Connection, due: Callable[[OutboxRow], bool], limit: int, after: int
-) -> list[OutboxRow]:
-    """The slow path of :func:`claim_due`: walk the queue keeping the
-    dependency rules, past the rows that are not due."""
-    held: set[tuple[str, str]] = set()
-    held_chats: set[str] = set()
-    taken: list[OutboxRow] = []
-    while len(taken) < limit:
-        cursor = conn.execute(
-            f"SELECT {', '.join('o.' + name for name in OutboxRow._fields)}, "
-            "coalesce(m.chat_id, CASE WHEN json_valid(o.payload) "
-            "THEN json_extract(o.payload, '$.chat_id') END) "
-            "FROM sync_outbox o LEFT JOIN messages m "
-            "ON o.entity_type = 'message' AND m.id = o.entity_id "
-            f"WHERE o.{OPEN} AND (o.{PENDING} OR o.next_retry_at IS NOT NULL) "
-            "AND o.seq > ? ORDER BY o.seq LIMIT ?",
-            (after, _SCAN_PAGE),
-        )
-        cursor.row_factory = None
-        page = cursor.fetchall()
-        for *values, chat_id in page:
-            row = OutboxRow(*values)
-            key = (row.entity_type, row.entity_id)
-            blocked = key in held or (row.entity_type == "message" and chat_id in held_chats)
-            if blocked or not due(row):
-                held.add(key)
-                if row.entity_type == "chat":
-                    held_chats.add(row.entity_id)
-                continue
-            taken.append(row)
-            if len(taken) == limit:
-                break
-        if len(page) < _SCAN_PAGE:
-            break
-        after = page[-1][0]
-    return taken
+    # What SQLite found wrong with a row's payload, by seq (only unfit rows;
+    # the text and the size are judged in Python: acode_sync.validate).
+    unfit: dict[int, str]
+    # An upsert's entity's privacy now, by seq (only rows not FULL).
+    levels: dict[int, str]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii
 
 from acode_sync.outbox import OutboxRow
 
@@ -77,18 +78,28 @@ class Round:
 
 
 def wire_items(items: Sequence[tuple[OutboxRow, str]]) -> str:
-    """The batch as JSON text; payloads are spliced in as the JSON they already are."""
-    parts = []
-    for row, payload in items:
-        head = json.dumps(
-            {
-                "key": row.idempotency_key,
-                "entity_type": row.entity_type,
-                "entity_id": row.entity_id,
-                "op": row.op,
-                "base_version": row.base_version,
-                "changed_at": row.changed_at,
-            }
+    """The batch as JSON text; payloads are spliced in as the JSON they already are.
+
+    Each item is the text ``json.dumps`` makes of its head fields, byte for
+    byte, written out here: a dict and a ``dumps`` per item cost a drain
+    about as much as its claim. Strings go through the encoder ``dumps`` itself
+    uses (``ensure_ascii``; a TEXT column holds a str, or a BLOB, which neither
+    can encode), an integer as its repr; any other version through ``dumps``."""
+    text = encode_basestring_ascii
+    return (
+        "["
+        + ", ".join(
+            [
+                f'{{"key": {text(row.idempotency_key)}, "entity_type": {text(row.entity_type)}, '
+                f'"entity_id": {text(row.entity_id)}, "op": {text(row.op)}, '
+                f'"base_version": {_version(row.base_version)}, '
+                f'"changed_at": {text(row.changed_at)}, "payload": {payload}}}'
+                for row, payload in items
+            ]
         )
-        parts.append(f'{head[:-1]}, "payload": {payload}}}')
-    return "[" + ", ".join(parts) + "]"
+        + "]"
+    )
+
+
+def _version(value: object) -> str:
+    return int.__repr__(value) if type(value) is int else json.dumps(value)

@@ -36,6 +36,7 @@ from ulid import ULID
 from acode_sync import conflicts, outbox, privacy
 from acode_sync.apply import ENTITY_TABLE
 from acode_sync.batching import coalesce, take_batch
+from acode_sync.claim import claim_due
 from acode_sync.clock import iso
 from acode_sync.errors import (
     BATCH_FAILED,
@@ -45,7 +46,7 @@ from acode_sync.errors import (
 )
 from acode_sync.link import note_contact
 from acode_sync.mover import Mover
-from acode_sync.outbox import OutboxRow, claim_due
+from acode_sync.outbox import Claim, OutboxRow
 from acode_sync.pacing import Pacer
 from acode_sync.progress import UPLOAD, Progress
 from acode_sync.queries import query
@@ -160,13 +161,13 @@ class Uploader(Mover):
         )
         if not claim.rows:
             return None
-        send = self._isolate_invalid(coalesce(claim.rows), report)
+        send = self._isolate_invalid(claim, report)
         batch = (
             take_batch(send, self.config.upload.batch_size, self.config.upload.batch_bytes_max)
             if send
             else []
         )
-        items, withheld = self._prepare(batch)
+        items, withheld = self._prepare(batch, claim.levels)
         wire = wire_items(items) if items else ""
         clean = claim.clean and len(batch) == len(send)
         return Round(claim.rows, send, batch, items, withheld, wire, clean)
@@ -199,10 +200,10 @@ class Uploader(Mover):
         report.reached = True
         return results
 
-    def _isolate_invalid(self, rows: list[OutboxRow], report: PushReport) -> list[OutboxRow]:
-        """Mark the rows that cannot be uploaded as they are Failed for good
-        (ACODE-SYNC-005, with the column and the reason); return the rest."""
-        reasons = check_items(self.conn, rows, self.config.upload.item_bytes_max)
+    def _isolate_invalid(self, claim: Claim, report: PushReport) -> list[OutboxRow]:
+        """The claim's rows coalesced, less the unfit: marked Failed for good (ACODE-SYNC-005)."""
+        rows = coalesce(claim.rows)
+        reasons = check_items(rows, claim.unfit, self.config.upload.item_bytes_max)
         if not reasons:
             return rows
         now = iso(self.clock())
@@ -226,16 +227,15 @@ class Uploader(Mover):
     # -- one batch -----------------------------------------------------------
 
     def _prepare(
-        self, batch: Sequence[OutboxRow]
+        self, batch: Sequence[OutboxRow], levels: dict[int, str]
     ) -> tuple[list[tuple[OutboxRow, str]], list[OutboxRow]]:
-        """Privacy again, as the entity is now: LOCAL_ONLY is withheld, REDACTED stripped."""
+        """Privacy as the entity is now (``levels``, by seq): LOCAL_ONLY withheld, REDACTED cut."""
         items: list[tuple[OutboxRow, str]] = []
         withheld: list[OutboxRow] = []
-        levels = privacy.levels_now(self.conn, batch)
         for row in batch:
             payload = row.payload
             if row.op == "upsert":
-                level = levels.get((row.entity_type, row.entity_id), "FULL")
+                level = levels.get(row.seq, "FULL")
                 if level == "LOCAL_ONLY":
                     withheld.append(row)
                     continue

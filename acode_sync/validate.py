@@ -12,36 +12,30 @@ isolates that row (Failed, ACODE-SYNC-005) and everything else flows.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 from acode_sync import text
 from acode_sync.errors import INVALID_PAYLOAD
 from acode_sync.outbox import OutboxRow
-from acode_sync.queries import query
 
 
 def check_items(
-    conn: sqlite3.Connection, rows: Sequence[OutboxRow], item_bytes_max: int
+    rows: Sequence[OutboxRow], unfit: dict[int, str], item_bytes_max: int
 ) -> dict[int, str]:
     """What is wrong with each row that cannot be uploaded as it is, by seq
     (``ACODE-SYNC-005: invalid payload: <column>: <why>``).
 
     Every row of a drain passes through here: the text is judged in Python only
-    where a cheap scan finds something to judge, and the JSON in one statement
-    for the batch, read by SQLite from the rows themselves.
+    where a cheap scan finds something to judge; the JSON was judged by SQLite
+    in the claim's own statement (``unfit``, by seq: the ``claim_due`` query),
+    and counts only where the text and the size are fit.
     """
     reasons: dict[int, str] = {}
     for row in rows:
-        why = _check_text_and_size(row, item_bytes_max)
+        why = _check_text_and_size(row, item_bytes_max) or unfit.get(row.seq)
         if why is not None:
             reasons[row.seq] = f"{INVALID_PAYLOAD}: invalid payload: {why}"
-    unjudged = [row.seq for row in rows if row.seq not in reasons]
-    if unjudged:
-        for seq, why in conn.execute(query("check_items_json"), {"seqs": json.dumps(unjudged)}):
-            if why is not None:
-                reasons[int(seq)] = f"{INVALID_PAYLOAD}: invalid payload: {why}"
     return reasons
 
 

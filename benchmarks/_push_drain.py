@@ -52,7 +52,7 @@ from acode_sync.workspace import connect
 # The script a drain runs in, as a child process (its hidden --child-drain).
 SCRIPT = Path(__file__).with_name("push.py")
 CLIENT_PHASES: tuple[Phase, ...] = (
-    ("claim due rows (SELECT, OutboxRow)", "claim_due", "outbox.py"),
+    ("claim due rows (SELECT, OutboxRow)", "claim_due", "claim.py"),
     ("privacy re-check", "_prepare", "upload.py"),
     ("JSON of the batch", "wire_items", "rounds.py"),
     # push_batch runs on the uploader's worker thread, which cProfile does not see:

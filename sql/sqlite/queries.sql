@@ -10,11 +10,17 @@
 
 -- ---------------------------------------------------------------- upload ----
 
--- name: check_items_json
--- One pass over a batch's rows (seqs as a JSON array): the payload parses, is
--- an object, carries the row's id, and a message's chat is in this workspace.
--- NULL where the row is fit.
-SELECT o.seq,
+-- name: claim_due
+-- The open rows that may be due, in seq order after :after (with :seqs, a
+-- JSON array, only those), each with what the send-time checks need, read by
+-- SQLite in the same pass so Python looks nothing up again: why the payload
+-- is unfit for the server (NULL where fit: it parses, is an object, carries
+-- the row's id, and a message's chat is in this workspace), and, for an
+-- upsert, the entity's privacy now: a message's is the stricter of its own
+-- and its chat's; an entity no longer in the workspace has none (NULL: FULL).
+SELECT o.seq, o.idempotency_key, o.entity_type, o.entity_id, o.op, o.base_version,
+       o.payload, o.status, o.retry_count, o.next_retry_at, o.last_error,
+       o.changed_at, o.created_at, o.synced_at,
        CASE WHEN NOT json_valid(o.payload) THEN 'payload: not valid JSON'
             WHEN json_type(o.payload) <> 'object' THEN 'payload: not a JSON object'
             WHEN json_extract(o.payload, '$.id') IS NOT o.entity_id
@@ -28,20 +34,20 @@ SELECT o.seq,
                                  WHERE c.id = json_extract(o.payload, '$.chat_id'))
                 THEN 'chat_id: no chat ' || quote(json_extract(o.payload, '$.chat_id'))
                      || ' in this workspace'
+       END,
+       CASE WHEN o.op <> 'upsert' THEN NULL
+            WHEN o.entity_type = 'chat'
+                THEN (SELECT c.privacy FROM chats c WHERE c.id = o.entity_id)
+            ELSE (SELECT CASE WHEN 'LOCAL_ONLY' IN (m.privacy, c.privacy) THEN 'LOCAL_ONLY'
+                              WHEN 'REDACTED' IN (m.privacy, c.privacy) THEN 'REDACTED'
+                              ELSE 'FULL' END
+                  FROM messages m LEFT JOIN chats c ON c.id = m.chat_id
+                  WHERE m.id = o.entity_id)
        END
 FROM sync_outbox o
-WHERE o.seq IN (SELECT value FROM json_each(:seqs));
-
--- name: chat_privacy_levels
--- The chats' privacy now (ids as a JSON array), for the send-time check.
-SELECT id, privacy FROM chats WHERE id IN (SELECT value FROM json_each(:ids));
-
--- name: message_privacy_levels
--- The messages' own privacy and their chat's (ids as a JSON array); the
--- stricter of the two travels.
-SELECT m.id, m.privacy, coalesce(c.privacy, 'FULL')
-FROM messages m LEFT JOIN chats c ON c.id = m.chat_id
-WHERE m.id IN (SELECT value FROM json_each(:ids));
+WHERE o.status IN ('Pending', 'Failed') AND (o.status = 'Pending' OR o.next_retry_at IS NOT NULL)
+  AND o.seq > :after AND (:seqs IS NULL OR o.seq IN (SELECT value FROM json_each(:seqs)))
+ORDER BY o.seq LIMIT :limit;
 
 -- name: fail_for_good
 -- A row that cannot go as it is (rejected, or unfit): Failed without a next
