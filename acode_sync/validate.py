@@ -2,10 +2,11 @@
 
 The triggers build payloads from whatever a client wrote, the ``sqlite3`` shell
 included, and a payload can be edited by hand. A row whose id or text is not
-UTF-8, holds a NUL or a lone surrogate, whose payload is not a JSON object of
-its own id, is larger than ``upload.item_bytes_max``, or (a message) whose chat
-is not in the workspace would be refused by the server, or worse, sink its
-whole batch. :func:`check_items` names the column and the reason; the caller
+UTF-8, holds a NUL or a lone surrogate, whose key, id or payload is stored as a
+BLOB, whose payload is not a JSON object of its own id, is larger than
+``upload.item_bytes_max``, or (a message) whose chat is not in the workspace
+would be refused by the server, or worse, sink its whole batch (or stop the
+cycle). :func:`check_items` names the column and the reason; the caller
 isolates that row (Failed, ACODE-SYNC-005) and everything else flows.
 """
 
@@ -39,8 +40,21 @@ def check_items(
     return reasons
 
 
+_STORED_AS: dict[type, str] = {bytes: "a BLOB", type(None): "NULL"}
+
+
 def _check_text_and_size(row: OutboxRow, item_bytes_max: int) -> str | None:
     """The row's id and payload text, and its size; None when fit."""
+    # A client can store any value in any column (the sqlite3 shell, by hand):
+    # what is not text can neither be judged as text nor sent.
+    texts = (
+        ("idempotency_key", row.idempotency_key),
+        ("id", row.entity_id),
+        ("payload", row.payload),
+    )
+    for column, value in texts:
+        if not isinstance(value, str):
+            return f"{column}: stored as {_STORED_AS.get(type(value), 'a number')}, not text"
     bad_id = text.problem(row.entity_id)
     if bad_id:
         return f"id: {bad_id}"

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from acode_sync.clock import parse_iso
 from acode_sync.link import Link
 from acode_sync.outbox import OutboxRow, QueueCounts, QueueSummary, status_label
-from acode_sync.text import printable
+from acode_sync.text import decode, printable
 
 if TYPE_CHECKING:
     # Types only: these modules load psycopg or prometheus_client.
@@ -218,7 +218,16 @@ def queue_json(rows: Sequence[OutboxRow], summary: QueueSummary, limit: int | No
             ],
         },
         indent=2,
+        default=_stored_bytes,
     )
+
+
+def _stored_bytes(value: object) -> str:
+    """A BLOB a client stored where text belongs (the sqlite3 shell can): as its
+    bytes read as text, the way every other column of ours reads them."""
+    if isinstance(value, bytes):
+        return decode(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 STATE_WORD = {"pending": "Pending", "waiting": "Waiting", "failed": "Failed"}

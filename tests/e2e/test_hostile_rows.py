@@ -116,6 +116,25 @@ CASES = [
         "no chat 'no-such-chat' in this workspace",
     ),
     Hostile(
+        "payload stored as a BLOB",
+        "INSERT INTO messages (id, chat_id, role, content) "
+        "VALUES ('bad-blob', '{chat}', 'user', 'fine');"
+        "UPDATE sync_outbox SET payload = CAST(payload AS BLOB) WHERE entity_id = 'bad-blob';",
+        "bad-blob",
+        "payload",
+        "stored as a BLOB, not text",
+    ),
+    Hostile(
+        "outbox key stored as a BLOB",
+        "INSERT INTO messages (id, chat_id, role, content) "
+        "VALUES ('bad-key', '{chat}', 'user', 'fine');"
+        "UPDATE sync_outbox SET idempotency_key = CAST(idempotency_key AS BLOB) "
+        "WHERE entity_id = 'bad-key';",
+        "bad-key",
+        "idempotency_key",
+        "stored as a BLOB, not text",
+    ),
+    Hostile(
         "a 10 MB message",
         "INSERT INTO messages (id, chat_id, role, content) "
         f"VALUES ('bad-huge', '{{chat}}', 'user', hex(randomblob({TEN_MB // 2})));",
