@@ -133,7 +133,7 @@ class Uploader(Mover):
                         break
                     answered.append((current, results))
                     tell()  # a stop asked for here marks this batch first (finally)
-                    if ahead is not None and not ahead.entities() & current.entities():
+                    if ahead is not None and not ahead.shares_entity(current):
                         current = ahead
                         continue
                     mark()
