@@ -46,7 +46,7 @@ from acode_sync.errors import (
 from acode_sync.link import note_contact
 from acode_sync.mover import Mover
 from acode_sync.outbox import OutboxRow, claim_due
-from acode_sync.pacing import Pacer
+from acode_sync.pacing import MARK_RUN_S, Pacer
 from acode_sync.progress import UPLOAD, Progress
 from acode_sync.queries import query
 from acode_sync.remote import ItemResult, push_batch
@@ -70,7 +70,7 @@ class Uploader(Mover):
 
     def __post_init__(self) -> None:
         self.policy = RetryPolicy.from_config(self.config.retry)
-        self.pacer = Pacer(self.conn)
+        self.pacer = Pacer(self.conn, idle_run_s=MARK_RUN_S)
 
     def push(
         self,
