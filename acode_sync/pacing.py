@@ -20,6 +20,13 @@ in the last :data:`CONTENDED_S`) are the gaps full; otherwise they are
 and a writer that shows up still finds the lock free now and then, and once
 it has written the gaps widen.
 
+A bulk write that leaves the lock free between its bursts by itself (the
+marking of push results: the next batch is planned, reading only, between
+two batches' markings) may run its slices back to back while uncontended, up
+to :data:`MARK_RUN_S` of holding (``idle_run_s``): the burst then ends well
+before a waiting writer's retry that much later, instead of being cut by
+4 ms gaps its retries seldom hit.
+
 The slice size adapts to the machine: each hold's duration sets the next
 slice's rows (at least :data:`LEAST_ROWS`).
 """
@@ -34,6 +41,7 @@ HOLD_S = 0.015  # aimed-at write-lock hold per slice
 GAP_S = 0.012  # the least time the lock stays free after a full hold
 GAP_MARGIN_S = 0.002  # after a shorter hold: the hold's duration and this
 IDLE_GAP_S = 0.004  # while no other process has written lately
+MARK_RUN_S = 0.030  # back-to-back holds of a bursty write while uncontended
 CONTENDED_S = 2.0  # how long a write by another process keeps the full gaps
 FIRST_ROWS = 200  # rows of the first slice, before anything is measured
 LEAST_ROWS = 25
@@ -47,18 +55,30 @@ class Pacer:
     rows: int = FIRST_ROWS
     hold_s: float = HOLD_S
     gap_s: float = GAP_S
+    # While uncontended, no gap until the lock has been held this long since
+    # it was last free for IDLE_GAP_S (0: a gap after every slice).
+    idle_run_s: float = 0.0
     _released: float = field(default=0.0, init=False)
+    _run_from: float = field(default=0.0, init=False)
     _gap: float = field(default=0.0, init=False)
     _version: int | None = field(default=None, init=False)
     _contended_until: float = field(default=0.0, init=False)
 
     def before(self) -> float:
         """Wait until the lock has been free for the gap; the time it starts."""
-        gap = self._gap if self._contended() else min(self._gap, IDLE_GAP_S)
+        if self._contended():
+            gap = self._gap
+        elif time.perf_counter() - self._run_from < self.idle_run_s:
+            gap = 0.0
+        else:
+            gap = min(self._gap, IDLE_GAP_S)
         rest = self._released + gap - time.perf_counter()
         if rest > 0:
             time.sleep(rest)
-        return time.perf_counter()
+        started = time.perf_counter()
+        if started - self._released >= IDLE_GAP_S:
+            self._run_from = started  # the lock was free a while: a new run of holds
+        return started
 
     def held(self, started: float, rows: int) -> None:
         """Inside the transaction, before COMMIT: the slice of ``rows`` has done

@@ -17,8 +17,6 @@ from json.encoder import encode_basestring_ascii
 
 from acode_sync.outbox import OutboxRow
 
-Key = tuple[str, str]
-
 
 @dataclass
 class PushReport:
@@ -59,13 +57,20 @@ class Round:
     def last_seq(self) -> int:
         return max(row.seq for row in self.rows)
 
-    def entities(self) -> set[Key]:
-        return {(row.entity_type, row.entity_id) for row in self.rows}
+    def shares_entity(self, other: Round) -> bool:
+        """Whether a row of ``other`` may be of an entity this round claimed.
+        By id alone (a chat and a message with one id would count as shared:
+        the caller then only plans again), a few times cheaper than by key."""
+        return not {row.entity_id for row in self.rows}.isdisjoint(
+            [row.entity_id for row in other.rows]
+        )
 
     def settled(self) -> int:
         """How many claimed rows the round took out of the queue: those of the
         batch's entities (the older rows it coalesced too) and those isolated
         as invalid."""
+        if len(self.batch) == len(self.send):
+            return len(self.rows)  # the batch took every row fit to go (a prefix of them)
         sent = {(row.entity_type, row.entity_id) for row in self.batch}
         fit = {(row.entity_type, row.entity_id) for row in self.send}
         keys = [(row.entity_type, row.entity_id) for row in self.rows]

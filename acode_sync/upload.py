@@ -47,7 +47,7 @@ from acode_sync.errors import (
 from acode_sync.link import note_contact
 from acode_sync.mover import Mover
 from acode_sync.outbox import Claim, OutboxRow
-from acode_sync.pacing import Pacer
+from acode_sync.pacing import MARK_RUN_S, Pacer
 from acode_sync.progress import UPLOAD, Progress
 from acode_sync.queries import query
 from acode_sync.remote import ItemResult, push_batch
@@ -71,7 +71,7 @@ class Uploader(Mover):
 
     def __post_init__(self) -> None:
         self.policy = RetryPolicy.from_config(self.config.retry)
-        self.pacer = Pacer(self.conn)
+        self.pacer = Pacer(self.conn, idle_run_s=MARK_RUN_S)
 
     def push(
         self,
@@ -134,7 +134,7 @@ class Uploader(Mover):
                         break
                     answered.append((current, results))
                     tell()  # a stop asked for here marks this batch first (finally)
-                    if ahead is not None and not ahead.entities() & current.entities():
+                    if ahead is not None and not ahead.shares_entity(current):
                         current = ahead
                         continue
                     mark()

@@ -175,6 +175,10 @@ def connect(path: Path | str, *, synchronous: str = "NORMAL") -> sqlite3.Connect
         # 64 KiB in-memory part, every later one pays two write() calls per
         # page: the journal stays in memory (docs/BENCHMARKS.md, issue 9).
         conn.execute("PRAGMA temp_store = MEMORY")
+        # The acknowledgement replaces outbox rows (REPLACE INTO, queries.sql
+        # 'ack_synced'); its deletes fire the queue tally's delete trigger
+        # only with this on. Many builds default to it, not all.
+        conn.execute("PRAGMA recursive_triggers = ON")
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise UsageError(f"{path}: not a usable SQLite database ({exc})") from None

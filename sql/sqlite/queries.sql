@@ -93,35 +93,33 @@ CREATE TEMP TABLE IF NOT EXISTS sync_acked (
     version      INTEGER NOT NULL
 );
 
--- name: create_acked_rows
--- The acknowledged rows as they stay for the retention period (no payload).
-CREATE TEMP TABLE IF NOT EXISTS sync_acked_rows AS
-SELECT seq, idempotency_key, entity_type, entity_id, op, base_version, status, retry_count,
-       changed_at, created_at, synced_at
-FROM sync_outbox WHERE 0;
-
 -- name: ack_synced
 -- Acknowledged: the key, entity and status stay for the retention period, the
--- payload is not needed any more. Taken out and put back rather than updated:
--- an UPDATE that shrinks a row leaves its page as sparse as before (SQLite
--- rebalances a b-tree page after a delete, not after a shrinking update), so
--- synced history would keep the space of every payload for the retention
--- period; deleted, the pages merge and go to the free list (given back by
--- acode_sync.retention.reclaim).
-INSERT INTO temp.sync_acked_rows
+-- payload is not needed any more. Replaced (deleted and inserted again, in
+-- one pass) rather than updated: an UPDATE that shrinks a row leaves its page
+-- as sparse as before (SQLite rebalances a b-tree page after a delete, not
+-- after a shrinking update), so synced history would keep the space of every
+-- payload for the retention period; deleted, the pages merge and go to the
+-- free list (given back by acode_sync.retention.reclaim). One statement
+-- where a copy out, a DELETE and an INSERT were three. The REPLACE deletes
+-- the old row only because a delete trigger (the queue tally's) fires, which
+-- needs recursive_triggers on (acode_sync.workspace.connect); without one
+-- SQLite overwrites the row in place and the page stays sparse
+-- (tests/integration/test_acknowledge.py checks the pages come free).
+REPLACE INTO sync_outbox (seq, idempotency_key, entity_type, entity_id, op, base_version,
+                          status, retry_count, changed_at, created_at, synced_at)
 SELECT seq, idempotency_key, entity_type, entity_id, op, base_version, 'Synced', retry_count,
        changed_at, created_at, :now
-FROM sync_outbox WHERE seq IN (SELECT seq FROM temp.sync_acked);
+FROM sync_outbox WHERE seq IN (SELECT seq FROM temp.sync_acked) ORDER BY seq;
 
--- name: ack_synced_take_out
-DELETE FROM sync_outbox WHERE seq IN (SELECT seq FROM temp.sync_acked);
-
--- name: ack_synced_put_back
-INSERT INTO sync_outbox (seq, idempotency_key, entity_type, entity_id, op, base_version,
-                         status, retry_count, changed_at, created_at, synced_at)
-SELECT seq, idempotency_key, entity_type, entity_id, op, base_version, status, retry_count,
-       changed_at, created_at, synced_at
-FROM temp.sync_acked_rows ORDER BY seq;
+-- name: ack_open_left
+-- Whether an acknowledged entity has open rows left (older ones to supersede,
+-- later ones to rebase, more owed): mostly none, and then the three
+-- statements that look for them are not needed.
+SELECT 1 FROM temp.sync_acked a JOIN sync_outbox o
+  ON o.entity_id = a.entity_id AND o.status IN ('Pending', 'Failed')
+  AND o.entity_type = a.entity_type
+LIMIT 1;
 
 -- name: ack_supersede_older
 -- What an acknowledged row stands for, its entity's older open rows, is done.
@@ -156,6 +154,16 @@ UPDATE messages SET version = max(messages.version, a.version),
                                          AND o.status IN ('Pending', 'Failed')
                                          AND o.entity_type = 'message')
                           THEN 'Pending' ELSE 'Synced' END
+FROM temp.sync_acked a WHERE a.entity_type = 'message' AND messages.id = a.entity_id;
+
+-- name: ack_chats_synced
+-- ack_chats when no acknowledged entity has an open row left (ack_open_left).
+UPDATE chats SET version = max(chats.version, a.version), sync_status = 'Synced'
+FROM temp.sync_acked a WHERE a.entity_type = 'chat' AND chats.id = a.entity_id;
+
+-- name: ack_messages_synced
+-- ack_messages when no acknowledged entity has an open row left (ack_open_left).
+UPDATE messages SET version = max(messages.version, a.version), sync_status = 'Synced'
 FROM temp.sync_acked a WHERE a.entity_type = 'message' AND messages.id = a.entity_id;
 
 -- -------------------------------------------------------------- download ----

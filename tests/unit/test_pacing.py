@@ -1,0 +1,93 @@
+"""The paced write locks' gaps (``acode_sync.pacing``), on a clock the test
+drives: how long the lock is left free after each slice."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from acode_sync import pacing
+from acode_sync.pacing import IDLE_GAP_S, Pacer
+from acode_sync.workspace import connect
+
+
+class FakeTime:
+    """Stands in for the ``time`` module inside ``acode_sync.pacing``."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(round(seconds, 6))
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
+    fake = FakeTime()
+    monkeypatch.setattr(pacing, "time", fake)
+    return fake
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    db = connect(tmp_path / "paced.db")
+    db.execute("CREATE TABLE t (x)")
+    yield db
+    db.close()
+
+
+def slices(
+    pacer: Pacer, clock: FakeTime, holds_ms: list[float], *, other: sqlite3.Connection | None = None
+) -> list[float]:
+    """Run slices of the given holds back to back; the sleeps before each."""
+    gaps = []
+    for hold in holds_ms:
+        clock.slept.clear()
+        started = pacer.before()
+        gaps.append(sum(clock.slept))
+        clock.now += hold / 1000
+        pacer.held(started, 100)
+        pacer.released()
+        if other is not None:
+            other.execute("INSERT INTO t VALUES (1)")
+    return gaps
+
+
+def test_uncontended_slices_leave_a_short_gap_after_each(
+    clock: FakeTime, conn: sqlite3.Connection
+) -> None:
+    gaps = slices(Pacer(conn), clock, [10, 10, 10, 10])
+    assert gaps == [0, IDLE_GAP_S, IDLE_GAP_S, IDLE_GAP_S]
+
+
+def test_a_bursty_writer_runs_back_to_back_until_its_run_is_long(
+    clock: FakeTime, conn: sqlite3.Connection
+) -> None:
+    pacer = Pacer(conn, idle_run_s=0.030)
+    # One batch's marking: three slices of 10 ms, then one more after 30 ms of holds.
+    assert slices(pacer, clock, [10, 10, 10, 10]) == [0, 0, 0, IDLE_GAP_S]
+    # Then the lock was free for the gap: a new run.
+    assert slices(pacer, clock, [10, 10]) == [0, 0]
+    # The next batch is planned meanwhile (the lock free 30 ms): a new run again.
+    clock.now += 0.030
+    assert slices(pacer, clock, [10, 10, 10]) == [0, 0, 0]
+
+
+def test_while_another_process_writes_every_slice_has_its_full_gap(
+    clock: FakeTime, conn: sqlite3.Connection, tmp_path: Path
+) -> None:
+    other = connect(tmp_path / "paced.db")
+    pacer = Pacer(conn, idle_run_s=0.030)
+    gaps = slices(pacer, clock, [10, 10, 10, 10], other=other)
+    # data_version moves with the other connection's commits: the full gap
+    # (the hold and the margin, at most GAP_S) from the second slice on.
+    assert gaps[2:] == [pytest.approx(0.012), pytest.approx(0.012)]
+    other.close()
