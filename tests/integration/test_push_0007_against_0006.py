@@ -15,13 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.integration.test_push_against_0001 import (
-    DEVICES,
     SETTINGS,
-    Model,
     Pair,
-    _push,
-    items_of_a_batch,
     pair_at,
+    same_as_reference,
 )
 
 
@@ -36,18 +33,4 @@ def pair(device_roles: tuple[str, ...]) -> Iterator[Pair]:
 def test_0007_answers_and_writes_as_0006_did(
     pair: Pair, data: st.DataObject, withdrawals: bool
 ) -> None:
-    pair.reset()
-    model = Model()
-    for number in range(data.draw(st.integers(1, 8), label="batches")):
-        device = data.draw(st.sampled_from(DEVICES), label=f"device {number}")
-        items = data.draw(items_of_a_batch(model, withdrawals), label=f"batch {number}")
-        old = _push(pair.reference, f"b{number}", device, items)
-        new = _push(pair.current, f"b{number}", device, items)
-        assert new == old, items
-        if isinstance(new, list):
-            for item, answer in zip(items, new, strict=True):
-                if answer[2] in ("applied", "duplicate", "conflict") and answer[3] is not None:
-                    model.versions[item["entity_id"]] = answer[3]
-    old_state, new_state = pair.states()
-    for table in ("chats", "messages", "changes", "conflicts"):
-        assert old_state[table] == new_state[table], table
+    same_as_reference(pair, data, withdrawals)
