@@ -269,8 +269,19 @@ def acknowledge(
     # the payload pages freed here would be written twice. FAST zeroes only
     # on pages written anyway; the free pages leave the file with the
     # cycle's pruning (acode_sync.retention.reclaim), and the payloads are
-    # copies of what the workspace's tables hold anyway.
+    # copies of what the workspace's tables hold anyway. Only here: other
+    # deletes (a withdrawn message) keep the connection's setting.
+    (previous,) = conn.execute("PRAGMA secure_delete").fetchone()
     conn.execute("PRAGMA secure_delete = FAST")
+    try:
+        _acknowledge(conn, acked, now)
+    finally:
+        conn.execute(f"PRAGMA secure_delete = {int(previous)}")
+
+
+def _acknowledge(
+    conn: sqlite3.Connection, acked: Sequence[tuple[int, str, str, int, int]], now: str
+) -> None:
     conn.execute(query("create_acked"))
     conn.execute("DELETE FROM temp.sync_acked")
     conn.executemany("INSERT INTO temp.sync_acked VALUES (?, ?, ?, ?, ?)", acked)

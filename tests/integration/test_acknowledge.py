@@ -127,3 +127,18 @@ def test_acknowledged_rows_give_their_payload_pages_back(bare_db: sqlite3.Connec
     assert conn.execute("SELECT count(*) FROM sync_outbox WHERE payload IS NULL").fetchone()[0] == (
         1001
     )
+
+
+def test_the_connections_secure_delete_is_back_after_the_acknowledgement(
+    bare_db: sqlite3.Connection,
+) -> None:
+    """FAST is for the acknowledgement's own deletes; a later delete (a message
+    withdrawn by another device) keeps the connection's setting."""
+    conn = bare_db
+    conn.execute("PRAGMA secure_delete = ON")
+    with write(conn):
+        conn.execute("INSERT INTO chats (id, title) VALUES ('c', 't')")
+    seqs = [seq for (seq,) in conn.execute("SELECT seq FROM sync_outbox")]
+    with write(conn):
+        outbox.acknowledge(conn, acked(conn, seqs), NOW)
+    assert conn.execute("PRAGMA secure_delete").fetchone()[0] == 1
