@@ -10,14 +10,26 @@ import sqlite3
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 from acode_sync.clock import iso
-from acode_sync.outbox import OPEN, PENDING, Claim, OutboxRow
+from acode_sync.outbox import OPEN, PENDING, OutboxRow
 from acode_sync.queries import query
 
 _SCAN_PAGE = 1000
 _ROW = itemgetter(slice(0, len(OutboxRow._fields)))
+
+
+class Claim(NamedTuple):
+    rows: list[OutboxRow]
+    # Every row from the start of the scan on was due (nothing held back): the
+    # next claim may start after these rows while they are still in flight.
+    clean: bool
+    # What SQLite found wrong with a row's payload, by seq (only unfit rows;
+    # the text and the size are judged in Python: acode_sync.validate).
+    unfit: dict[int, str]
+    # An upsert's entity's privacy now, by seq (only rows not FULL).
+    levels: dict[int, str]
 
 
 def claim_due(

@@ -299,18 +299,3 @@ def _acknowledge(
         query("ack_messages"),
     ):
         conn.execute(statement, {"now": now})
-
-
-# -- claiming rows to send ------------------------------------------------------
-
-
-class Claim(NamedTuple):
-    rows: list[OutboxRow]
-    # Every row from the start of the scan on was due (nothing held back): the
-    # next claim may start after these rows while they are still in flight.
-    clean: bool
-    # What SQLite found wrong with a row's payload, by seq (only unfit rows;
-    # the text and the size are judged in Python: acode_sync.validate).
-    unfit: dict[int, str]
-    # An upsert's entity's privacy now, by seq (only rows not FULL).
-    levels: dict[int, str]

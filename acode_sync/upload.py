@@ -2,7 +2,7 @@
 
 One round of :meth:`Uploader.push`:
 
-1. claim due outbox rows in ``seq`` order (``outbox.claim_due``): a row still
+1. claim due outbox rows in ``seq`` order (``claim.claim_due``): a row still
    waiting out a backoff holds back only what depends on it; rows that
    failed for good (rejected, or out of attempts) are skipped: they wait for
    ``retry`` and never block the queue. Once a batch of the round was
@@ -36,7 +36,7 @@ from ulid import ULID
 from acode_sync import conflicts, outbox, privacy
 from acode_sync.apply import ENTITY_TABLE
 from acode_sync.batching import coalesce, take_batch
-from acode_sync.claim import claim_due
+from acode_sync.claim import Claim, claim_due
 from acode_sync.clock import iso
 from acode_sync.errors import (
     BATCH_FAILED,
@@ -46,7 +46,7 @@ from acode_sync.errors import (
 )
 from acode_sync.link import note_contact
 from acode_sync.mover import Mover
-from acode_sync.outbox import Claim, OutboxRow
+from acode_sync.outbox import OutboxRow
 from acode_sync.pacing import MARK_RUN_S, Pacer
 from acode_sync.progress import UPLOAD, Progress
 from acode_sync.queries import query
