@@ -65,15 +65,22 @@ def reclaim(conn: sqlite3.Connection) -> int:
     freed = 0
     pacer = Pacer(conn, rows=VACUUM_SLICE)
     while True:
+        free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+        if not free:
+            return freed
+        step = min(free, pacer.rows)
         started = pacer.before()
-        with write(conn):
-            free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
-            step = min(free, pacer.rows)
-            # One page per call: Python's sqlite3 steps a pragma that returns
-            # no row only once, so incremental_vacuum(N) would free one page.
-            for _ in range(step):
-                conn.execute("PRAGMA incremental_vacuum(1)")
-            pacer.held(started, step)
+        # One statement, its own write transaction (autocommit). Through
+        # executescript, which steps a statement to its end: execute() steps a
+        # pragma that returns no column only once, and incremental_vacuum(N)
+        # frees one page per step.
+        try:
+            conn.executescript(f"PRAGMA incremental_vacuum({step})")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            return freed  # another writer held the file past the busy timeout: next time
+        pacer.held(started, step)  # the hold with its COMMIT: one statement
         pacer.released()
         freed += step
         if free <= step:
