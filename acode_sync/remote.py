@@ -205,21 +205,63 @@ def _setup_problem(conn: psycopg.Connection[Any], exc: psycopg.Error) -> SetupEr
     )
 
 
+# The owner's newest change-log seq that the transaction sees (any schema).
+_HEAD = "SELECT coalesce(max(seq), 0) FROM acode_sync.changes WHERE owner_id = current_user::text"
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """A batch's answers, and the owner's newest change-log seq read in the
+    push's own transaction just before and just after ``push()``: the seqs
+    between them hold whatever that transaction logged, and nothing else of
+    another transaction of the owner only if ``head_before`` was read after
+    that one's commit (owner_clock's row lock orders an owner's writers)."""
+
+    results: list[ItemResult]
+    head_before: int | None = None  # None: no one transaction (a split batch)
+    head_after: int | None = None
+
+    @property
+    def written(self) -> int:
+        """Items the push wrote, one change-log row each: applied at a version
+        (a withdrawal of what the server never had is applied at 0, unwritten)."""
+        return sum(1 for r in self.results if r.outcome == "applied" and (r.version or 0) > 0)
+
+    def span(self) -> dict[str, int] | None:
+        """The parameters of ``pull_past_own_push``; None when one transaction
+        did not answer the whole batch, or it wrote nothing."""
+        if self.head_before is None or self.head_after is None or not self.written:
+            return None
+        return {"before": self.head_before, "after": self.head_after, "written": self.written}
+
+
 def push_batch(
     conn: psycopg.Connection[Any], batch_id: str, device_id: str, items_json: str
-) -> list[ItemResult]:
-    """One batch: one round trip, one server transaction (the connection is in
-    autocommit, so the single statement is its own transaction)."""
-    rows = _call(
-        conn,
-        "SELECT idempotency_key, result, version, reason, server_row "
-        "FROM acode_sync.push(%s, %s, %s::jsonb)",
-        (batch_id, device_id, items_json),
-    )
-    return [
+) -> Pushed:
+    """One batch: one round trip, one server transaction. The connection is in
+    autocommit; the three statements go pipelined before one Sync, which makes
+    them one implicit transaction (an error rolls all of it back)."""
+    try:
+        with conn.pipeline():
+            before = conn.execute(_HEAD)
+            answers = conn.execute(
+                "SELECT idempotency_key, result, version, reason, server_row "
+                "FROM acode_sync.push(%s, %s, %s::jsonb)",
+                (batch_id, device_id, items_json),
+            )
+            after = conn.execute(_HEAD)
+    except _SETUP_ERRORS as exc:
+        raise _setup_problem(conn, exc) from None
+    results = [
         ItemResult(key, outcome, version, reason, row)
-        for key, outcome, version, reason, row in rows
+        for key, outcome, version, reason, row in answers.fetchall()
     ]
+    return Pushed(results, _one(before), _one(after))
+
+
+def _one(cursor: psycopg.Cursor[Any]) -> int:
+    row = cursor.fetchone()
+    return int(row[0]) if row else 0
 
 
 def head_seq(conn: psycopg.Connection[Any]) -> int:

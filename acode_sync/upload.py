@@ -50,7 +50,7 @@ from acode_sync.outbox import OutboxRow
 from acode_sync.pacing import MARK_RUN_S, Pacer
 from acode_sync.progress import UPLOAD, Progress
 from acode_sync.queries import query
-from acode_sync.remote import ItemResult, push_batch
+from acode_sync.remote import ItemResult, Pushed, push_batch
 from acode_sync.retry import RetryPolicy, describe, is_link, is_transient
 from acode_sync.rounds import PushReport as PushReport
 from acode_sync.rounds import Round, wire_items
@@ -95,13 +95,13 @@ class Uploader(Mover):
         if progress is not None:
             figures = outbox.counts(self.conn)
             progress.total(UPLOAD, figures.pending + figures.waiting)
-        answered: list[tuple[Round, list[ItemResult]]] = []
+        answered: list[tuple[Round, Pushed]] = []
         untold = [0]  # rows marked, not told to ``progress`` yet
 
         def mark() -> None:
             while answered:
-                done, results = answered.pop()
-                self._mark_results(done.items, results, report)
+                done, pushed = answered.pop()
+                self._mark_results(done.items, pushed, report)
                 untold[0] += done.settled()
 
         def tell(extra: int = 0) -> None:
@@ -180,9 +180,7 @@ class Uploader(Mover):
         if progress is not None:
             progress.advance(UPLOAD, plan.settled() if plan.batch else len(plan.rows))
 
-    def _answer(
-        self, flight: Future[list[ItemResult]], plan: Round, report: PushReport
-    ) -> list[ItemResult] | None:
+    def _answer(self, flight: Future[Pushed], plan: Round, report: PushReport) -> Pushed | None:
         """The batch's results; None when the link failed (marked for a retry)."""
         try:
             results = flight.result()
@@ -245,7 +243,7 @@ class Uploader(Mover):
 
     def _push_isolating(
         self, remote: psycopg.Connection[Any], items: list[tuple[OutboxRow, str]], wire: str = ""
-    ) -> list[ItemResult]:
+    ) -> Pushed:
         """Push (``wire``: the items' JSON, when made already); if the server
         refuses the batch as a whole for a permanent reason, halve it until the
         item at fault stands alone and is rejected by itself."""
@@ -257,12 +255,11 @@ class Uploader(Mover):
             if is_transient(exc):
                 raise
             if len(items) == 1:
-                row = items[0][0]
-                return [ItemResult(row.idempotency_key, "rejected", None, describe(exc), None)]
+                key = items[0][0].idempotency_key
+                return Pushed([ItemResult(key, "rejected", None, describe(exc), None)])
             half = len(items) // 2
-            return self._push_isolating(remote, items[:half]) + self._push_isolating(
-                remote, items[half:]
-            )
+            first, second = (self._push_isolating(remote, p) for p in (items[:half], items[half:]))
+            return Pushed(first.results + second.results)
 
     # -- marking -------------------------------------------------------------
 
@@ -306,13 +303,14 @@ class Uploader(Mover):
     def _mark_results(
         self,
         items: Sequence[tuple[OutboxRow, str]],
-        results: Sequence[ItemResult],
+        pushed: Pushed,
         report: PushReport,
     ) -> None:
         """Mark a batch's results, a slice per write transaction, paced for other
         writers (``acode_sync.pacing``); a crash between slices leaves the rest
-        Pending, to be answered as duplicates next time."""
-        by_key = {result.key: result for result in results}
+        Pending, to be answered as duplicates next time. The last one moves the
+        pull cursor past the batch's own changes (``pull_past_own_push``)."""
+        by_key = {result.key: result for result in pushed.results}
         done = 0
         while done < len(items):
             part = items[done : done + self.pacer.rows]
@@ -320,6 +318,8 @@ class Uploader(Mover):
             started = self.pacer.before()
             with write(self.conn):
                 self._mark_part(part, by_key, report)
+                if done == len(items) and (span := pushed.span()):
+                    self.conn.execute(query("pull_past_own_push"), span)
                 self.pacer.held(started, len(part))
             self.pacer.released()
 

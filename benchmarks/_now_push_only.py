@@ -38,7 +38,7 @@ def timed_push_only(db_url: str, db: Path, batch_size: int) -> float:
     with connect_remote(harness.with_params(db_url, user=harness.DEVICE_ROLE)) as pg:
         start = time.perf_counter()
         for wire in wires:
-            results = push_batch(pg, str(ULID()), "bench-push-only", wire)
+            results = push_batch(pg, str(ULID()), "bench-push-only", wire).results
             if any(result.outcome != "applied" for result in results):
                 raise AssertionError(f"push() alone: {results[0]}")
         seconds = time.perf_counter() - start

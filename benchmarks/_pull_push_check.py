@@ -89,7 +89,7 @@ def run_push_check(
             # A stale change conflicts only when another device wrote the
             # current row: a device never conflicts with itself.
             device = WRITER_ID if kind == "applied" else STALE_WRITER_ID
-            results = push_batch(remote, str(ULID()), device, items)
+            results = push_batch(remote, str(ULID()), device, items).results
             seconds = time.perf_counter() - start
             want = "applied" if kind == "applied" else "conflict"
             outcomes = {r.outcome for r in results}

@@ -45,7 +45,7 @@ from harness import (
 
 from acode_sync import upload
 from acode_sync.engine import connect_remote
-from acode_sync.remote import ItemResult, push_batch
+from acode_sync.remote import Pushed, push_batch
 from acode_sync.upload import PushReport, Uploader
 from acode_sync.workspace import connect
 
@@ -132,7 +132,7 @@ def child_drain(spec: dict[str, Any]) -> dict[str, Any]:
 
     def timed_push_batch(
         conn: psycopg.Connection[Any], batch_id: str, device_id: str, items_json: str
-    ) -> list[ItemResult]:
+    ) -> Pushed:
         start = time.perf_counter()
         try:
             return send(conn, batch_id, device_id, items_json)

@@ -45,7 +45,7 @@ def _timed(result: DeviceResult) -> None:
         t0 = time.perf_counter()
         out = push(conn, batch_id, device, items_json)
         result.push_ms.append((time.perf_counter() - t0) * 1000)
-        result.push_items.append(len(out))
+        result.push_items.append(len(out.results))
         return out
 
     def timed_pull(conn: Any, after: int, limit: int, device: str | None) -> Any:

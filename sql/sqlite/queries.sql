@@ -168,6 +168,18 @@ FROM temp.sync_acked a WHERE a.entity_type = 'message' AND messages.id = a.entit
 
 -- -------------------------------------------------------------- download ----
 
+-- name: pull_past_own_push
+-- The pull cursor steps over a push's own changes, in the push's last marking
+-- transaction: the server read the owner's newest seq (:before, :after) in the
+-- push's own transaction, before and after push(), and its :written items log
+-- one change each. A cursor at :before with exactly :written seqs up to :after
+-- means every one of them is this batch's write, at the version just marked:
+-- the pull would only bring them back as versions this device has. Anything
+-- else in the span (another device's commit before the push took the owner's
+-- clock, a chat's messages withdrawn with it) leaves the cursor for the pull.
+UPDATE sync_state SET pull_cursor = :after
+WHERE id = 1 AND pull_cursor = :before AND :after - :before = :written;
+
 -- name: insert_inbox_page
 -- A page of the server's change log, as pull_page returns it (tuples).
 INSERT OR IGNORE INTO sync_inbox (seq, idempotency_key, entity_type, entity_id, op, version,

@@ -9,10 +9,12 @@ import pty
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
+from acode_sync import store
 from acode_sync.workspace import write
-from tests.fix_sync import Device
+from tests.fix_sync import Device, make_device
 
 
 def small_batches(alice: Device, chats: int, batch_size: int) -> None:
@@ -66,7 +68,17 @@ def on_terminal(alice: Device, *args: str) -> tuple[int, str, str]:
     return process.returncode, terminal, out
 
 
-def test_now_draws_a_bar_on_a_terminal_and_prints_the_summary_last(alice: Device) -> None:
+def test_now_draws_a_bar_on_a_terminal_and_prints_the_summary_last(
+    alice: Device, tmp_path: Path
+) -> None:
+    # Another device's chats wait on the server: there is something to download
+    # (this device's own pushes are not fetched back).
+    desktop = make_device(tmp_path, "desktop", alice.url)
+    conn = desktop.db()
+    for i in range(40):
+        store.new_chat(conn, f"from the desktop {i}")
+    conn.close()
+    desktop.sync()
     small_batches(alice, 300, 20)
     returncode, terminal, out = on_terminal(alice, "now")
     assert returncode == 0, terminal

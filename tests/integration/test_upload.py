@@ -371,7 +371,7 @@ def test_server_never_writes_a_message_beside_its_chats_withdrawal(
          "base_version": 0, "changed_at": stamp, "payload": message},
     ]  # fmt: skip
     with connect_remote(alice.url) as remote:
-        results = push_batch(remote, "b-crafted", "crafted", json.dumps(items))
+        results = push_batch(remote, "b-crafted", "crafted", json.dumps(items)).results
     assert [(r.key, r.outcome) for r in results] == [
         ("k-withdraw", "applied"),
         ("k-message", "conflict"),
