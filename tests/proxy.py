@@ -147,6 +147,9 @@ class TcpProxy:
         with self._lock:
             self._cut = False
             self._budget = None
+            # A lose_replies timer that has cut but not yet reset must not go
+            # on dropping the replies of connections made after this.
+            self._losing_replies = False
 
     def cut_after_bytes(self, n: int) -> None:
         """Forward ``n`` more client->server bytes (any connection), then :meth:`cut`."""
