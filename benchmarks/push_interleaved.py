@@ -1,8 +1,8 @@
 """Benchmark: the server's ``push()`` at two migration levels, interleaved call by call.
 
 Two scratch databases on one server: the reference, migrated up to and
-including ``--reference`` (default ``0007_lean_push``: ``push()`` before
-0008; ``0006_plans_for_new_owners`` gives the one before 0007), and the
+including ``--reference`` (default ``0008_planned_push``: ``push()`` before
+0009; ``0007_lean_push`` gives the one before 0008), and the
 current one, with every shipped migration. Each gets one chat. Then, round
 after round, each database in turn gets one ``acode_sync.push`` of a fresh
 batch of new messages (~600 bytes of content, as the other benchmarks) from
@@ -44,7 +44,7 @@ from psycopg import sql
 
 from acode_sync.migrations import shipped
 
-DEFAULT_REFERENCE = "0007_lean_push"
+DEFAULT_REFERENCE = "0008_planned_push"
 CHAT = "bench-chat"
 TIME = "2026-01-01T00:00:00.000Z"
 PUSH = "SELECT result FROM acode_sync.push(%s, 'bench-interleaved', %s::jsonb)"

@@ -33,6 +33,9 @@ PINNED = {
         ),
         "0007_lean_push": "19685fbfc95d664d01723e02ec8170aa70de0b6ef868a12e4d4abd5e3123d2c6",
         "0008_planned_push": "31aebe16a9aca96ca65a2df657cce2c3a2ff7e6db31255587ae91bc3c1c07b7f",
+        "0009_one_time_check_fewer": (
+            "0d5718a8b734365f23b77357c5f60e089f599c34d31e892b2713d4f22fdbbfa4"
+        ),
     },
     "sqlite": {
         "0001_local_schema": "75f569c194bb6f44af1166c899b0841ea10d06a998526fd2f141db69713d1a7d",
