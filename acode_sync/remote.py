@@ -212,10 +212,11 @@ _HEAD = "SELECT coalesce(max(seq), 0) FROM acode_sync.changes WHERE owner_id = c
 @dataclass(frozen=True)
 class Pushed:
     """A batch's answers, and the owner's newest change-log seq read in the
-    push's own transaction just before and just after ``push()``: the seqs
-    between them hold whatever that transaction logged, and nothing else of
-    another transaction of the owner only if ``head_before`` was read after
-    that one's commit (owner_clock's row lock orders an owner's writers)."""
+    push's own transaction just before and just after ``push()``. The seqs
+    between the two are what ``push()`` logged (owner_clock's row lock, held
+    to COMMIT, orders an owner's writers), plus those of another transaction
+    of the owner that committed after the first read: ``pull_past_own_push``
+    tells the two apart by counting."""
 
     results: list[ItemResult]
     head_before: int | None = None  # None: no one transaction (a split batch)
