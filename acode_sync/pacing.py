@@ -1,18 +1,30 @@
 """Short write locks for the bulk writes of a cycle: slices of about
-:data:`HOLD_S`, and the lock left free for at least :data:`GAP_S` after each.
+:data:`HOLD_S`, and the lock left free after each long enough for a writer
+that waited through it.
 
 Why these numbers: another process that waits for SQLite's write lock with a
 busy timeout (the coding CLI, Python's sqlite3) sleeps in SQLite's default
-steps, 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100 ms, and takes the lock only
-when one of its retries finds it free; the sync process does not queue behind
-it. A writer that arrived during a hold of h ms (h up to ~18) retries within
-about min(h, 10) ms of the release, so a free gap that long holds one of its
-retries: it gets in after one hold and one gap, about 25 ms at most.
-Back-to-back slices with no gap would starve it however short they are (its
-retries land in the next slice), and a fixed period near a busy step (25 ms)
-could starve it for good. The gap is measured from the release, so a network
-wait between slices counts towards it and costs nothing; after a short hold
-(a small batch) the gap is short too.
+steps (:data:`BUSY_STEPS_MS`: 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100 ms)
+and takes the lock only when one of its retries finds it free; the sync
+process does not queue behind it. A writer that arrived during a hold of h ms
+is, at the release, in a sleep of at most step(h) ms (:func:`busy_step`), so
+a free gap that long (and :data:`GAP_MARGIN_S` for a late wake-up) holds one
+of its retries: it gets in after one hold and one gap. That is a gap of 7 ms
+after a hold of 5 ms, 12 ms after one of 8 to 18 ms, 17 ms after one of 18 to
+33 ms. A shorter gap lets its retries step past the free time, after which
+they fall into the holds again and again while its steps grow (issue 9: gaps
+of 12 ms at most, 5 after a short hold, gave waits of 80 to 235 ms behind
+holds of 20 to 40 ms).
+Back-to-back slices with no gap would starve it however short they are. The
+gap is measured from the release, so a network wait between slices counts
+towards it and costs nothing.
+
+While another process writes, the WAL is also checkpointed in the gaps, where
+the lock is free anyway. Otherwise the automatic checkpoint runs inside the
+COMMIT that crosses 1,000 frames (after the lock is let go, but the hold is
+measured to the end of the COMMIT): the gap after it would be longer than
+needed, and start only after the checkpoint (issue 9: a new device's pull
+beside a writer took about 15% longer so).
 
 Only while another process writes to the file (``PRAGMA data_version`` moved
 in the last :data:`CONTENDED_S`) are the gaps full; otherwise they are
@@ -38,13 +50,26 @@ import time
 from dataclasses import dataclass, field
 
 HOLD_S = 0.015  # aimed-at write-lock hold per slice
-GAP_S = 0.012  # the least time the lock stays free after a full hold
-GAP_MARGIN_S = 0.002  # after a shorter hold: the hold's duration and this
+# SQLite's default busy handler (sqliteDefaultBusyCallback): its sleeps between
+# retries, in ms; 100 ms each after these.
+BUSY_STEPS_MS = (1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100)
+GAP_MARGIN_S = 0.002  # a waiter's retry a little late (its wake-up, a busy CPU)
 IDLE_GAP_S = 0.004  # while no other process has written lately
 MARK_RUN_S = 0.030  # back-to-back holds of a bursty write while uncontended
 CONTENDED_S = 2.0  # how long a write by another process keeps the full gaps
 FIRST_ROWS = 200  # rows of the first slice, before anything is measured
 LEAST_ROWS = 25
+
+
+def busy_step(waited: float) -> float:
+    """The sleep (s) that SQLite's busy handler is in after waiting ``waited``
+    s: its next retry comes at most that long from now."""
+    total = 0.0
+    for step in BUSY_STEPS_MS:
+        total += step / 1000
+        if waited < total:
+            return step / 1000
+    return BUSY_STEPS_MS[-1] / 1000
 
 
 @dataclass
@@ -54,10 +79,10 @@ class Pacer:
     conn: sqlite3.Connection | None = None
     rows: int = FIRST_ROWS
     hold_s: float = HOLD_S
-    gap_s: float = GAP_S
     # While uncontended, no gap until the lock has been held this long since
     # it was last free for IDLE_GAP_S (0: a gap after every slice).
     idle_run_s: float = 0.0
+    _started: float = field(default=0.0, init=False)
     _released: float = field(default=0.0, init=False)
     _run_from: float = field(default=0.0, init=False)
     _gap: float = field(default=0.0, init=False)
@@ -75,18 +100,16 @@ class Pacer:
         rest = self._released + gap - time.perf_counter()
         if rest > 0:
             time.sleep(rest)
-        started = time.perf_counter()
+        started = self._started = time.perf_counter()
         if started - self._released >= IDLE_GAP_S:
             self._run_from = started  # the lock was free a while: a new run of holds
         return started
 
     def held(self, started: float, rows: int) -> None:
         """Inside the transaction, before COMMIT: the slice of ``rows`` has done
-        its work since ``started``; size the next one and its gap. (Measured
-        before COMMIT: an automatic WAL checkpoint runs after COMMIT has let
-        the lock go, and must not count as a hold.)"""
+        its work since ``started``; size the next one. (Measured before
+        COMMIT: an automatic WAL checkpoint in it is no work of the slice.)"""
         work = max(time.perf_counter() - started, 1e-4)
-        self._gap = min(self.gap_s, work + GAP_MARGIN_S)
         aimed = rows * self.hold_s / work
         # Halfway towards the aimed size: one slow slice does not cut the next
         # to nothing.
@@ -105,5 +128,11 @@ class Pacer:
         return now < self._contended_until
 
     def released(self) -> None:
-        """After COMMIT: the gap starts now."""
+        """After COMMIT: the gap starts now, as long as the busy step of a
+        writer that has waited since the hold began; while another process
+        writes, the WAL is checkpointed in it."""
         self._released = time.perf_counter()
+        self._gap = busy_step(self._released - self._started) + GAP_MARGIN_S
+        conn = self.conn
+        if conn is not None and self._released < self._contended_until:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")

@@ -14,6 +14,7 @@ less to do next time, nothing inconsistent.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,18 +43,27 @@ def prune(conn: sqlite3.Connection, before: datetime) -> Pruned:
     """Delete history older than ``before``, then give the freed pages back.
     Not inside a transaction: every slice is its own."""
     cutoff = iso(before)
-    outbox = _in_slices(conn, query("prune_outbox"), cutoff)
-    inbox = _in_slices(conn, query("prune_inbox"), cutoff)
+    outbox = _in_slices(conn, query("prune_outbox_find"), query("prune_outbox"), cutoff)
+    inbox = _in_slices(conn, query("prune_inbox_find"), query("prune_inbox"), cutoff)
     return Pruned(outbox, inbox, reclaim(conn))
 
 
-def _in_slices(conn: sqlite3.Connection, statement: str, cutoff: str) -> int:
+def _in_slices(conn: sqlite3.Connection, find: str, delete: str, cutoff: str) -> int:
+    """Delete by ``delete`` what ``find`` finds, a slice at a time. The
+    search is a read, outside the write lock: where nothing is old yet (a new
+    device after its first pull of 100,000 changes) it scans the whole table,
+    45 to 60 ms that another writer would otherwise wait for (issue 9)."""
     total = 0
     while True:
+        found = [seq for (seq,) in conn.execute(find, {"before": cutoff, "slice": PRUNE_SLICE})]
+        if not found:
+            return total
         with write(conn):
-            done = conn.execute(statement, {"before": cutoff, "slice": PRUNE_SLICE}).rowcount
-        total += done
-        if done < PRUNE_SLICE:
+            # The condition again: what the read found is deleted only if
+            # it is still old history.
+            seqs = {"before": cutoff, "seqs": json.dumps(found)}
+            total += conn.execute(delete, seqs).rowcount
+        if len(found) < PRUNE_SLICE:
             return total
 
 

@@ -454,20 +454,29 @@ UPDATE sync_state SET
     last_error_at = CASE WHEN :error IS NULL THEN last_error_at ELSE :now END
 WHERE id = 1;
 
--- name: prune_outbox
+-- name: prune_outbox_find
 -- Retention: history rows of the outbox synced before :before, :slice at a time
--- (acode_sync.retention: a short write lock each).
-DELETE FROM sync_outbox WHERE seq IN (
-    SELECT seq FROM sync_outbox
-    WHERE status IN ('Synced', 'Superseded') AND synced_at < :before LIMIT :slice
-);
+-- (acode_sync.retention: found by a read, deleted by prune_outbox in a short
+-- write lock).
+SELECT seq FROM sync_outbox
+WHERE status IN ('Synced', 'Superseded') AND synced_at < :before LIMIT :slice;
+
+-- name: prune_outbox
+-- The rows prune_outbox_find found (:seqs, a JSON array), if still old history.
+DELETE FROM sync_outbox
+WHERE seq IN (SELECT value FROM json_each(:seqs))
+  AND status IN ('Synced', 'Superseded') AND synced_at < :before;
+
+-- name: prune_inbox_find
+-- Retention: inbox rows applied (or skipped) before :before, :slice at a time.
+SELECT seq FROM sync_inbox
+WHERE status IN ('Applied', 'Skipped') AND applied_at < :before LIMIT :slice;
 
 -- name: prune_inbox
--- Retention: inbox rows applied (or skipped) before :before, :slice at a time.
-DELETE FROM sync_inbox WHERE seq IN (
-    SELECT seq FROM sync_inbox
-    WHERE status IN ('Applied', 'Skipped') AND applied_at < :before LIMIT :slice
-);
+-- The rows prune_inbox_find found (:seqs, a JSON array), if still old history.
+DELETE FROM sync_inbox
+WHERE seq IN (SELECT value FROM json_each(:seqs))
+  AND status IN ('Applied', 'Skipped') AND applied_at < :before;
 
 -- name: failed_to_requeue
 -- What `retry` puts back: failed for good, or out of backoff (every Failed row

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from acode_sync import retention, store
@@ -57,3 +57,42 @@ def test_reclaim_hands_back_every_free_page_and_counts_them(db: sqlite3.Connecti
     assert db.execute("PRAGMA freelist_count").fetchone()[0] == 0
     assert db.execute("PRAGMA page_count").fetchone()[0] <= pages - free  # pointer-map pages too
     assert not db.in_transaction
+
+
+def test_pruning_searches_outside_the_write_lock(
+    bare_db: sqlite3.Connection, tmp_path: Path
+) -> None:
+    """The search for old history scans the whole table where little is old
+    (a new device after a big pull): another writer must not wait for it.
+    Each statement that tests the age of a row finds the lock free when it
+    starts, except the delete of what was found (its seqs are given)."""
+    old, recent = "2026-01-01T00:00:00.000Z", "2026-06-01T00:00:00.000Z"
+    bare_db.executemany(
+        "INSERT INTO sync_inbox (seq, idempotency_key, entity_type, entity_id, version, "
+        "changed_at, status, applied_at) VALUES (?, ?, 'message', ?, 1, ?, 'Applied', ?)",
+        (
+            (seq, f"k{seq}", f"m{seq}", old, old if seq % 10 == 0 else recent)
+            for seq in range(1, 5001)
+        ),
+    )
+    other = sqlite3.connect(tmp_path / "bare.db", isolation_level=None, timeout=0)
+    searches: list[bool] = []
+
+    def on_statement(statement: str) -> None:
+        if "applied_at <" not in statement or "json_each" in statement:
+            return
+        try:
+            other.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            searches.append(False)  # the write lock is held
+        else:
+            other.execute("ROLLBACK")
+            searches.append(True)
+
+    bare_db.set_trace_callback(on_statement)
+    pruned = retention.prune(bare_db, datetime(2026, 3, 1, tzinfo=UTC))
+    bare_db.set_trace_callback(None)
+    other.close()
+    assert pruned.inbox == 500
+    assert searches and all(searches)
+    assert bare_db.execute("SELECT count(*) FROM sync_inbox").fetchone()[0] == 4500

@@ -11,7 +11,7 @@ import pytest
 
 from acode_sync import pacing
 from acode_sync.pacing import IDLE_GAP_S, Pacer
-from acode_sync.workspace import connect
+from acode_sync.workspace import connect, write
 
 
 class FakeTime:
@@ -88,6 +88,49 @@ def test_while_another_process_writes_every_slice_has_its_full_gap(
     pacer = Pacer(conn, idle_run_s=0.030)
     gaps = slices(pacer, clock, [10, 10, 10, 10], other=other)
     # data_version moves with the other connection's commits: the full gap
-    # (the hold and the margin, at most GAP_S) from the second slice on.
+    # (the busy step after 10 ms of waiting, and the margin) from the second
+    # slice on.
     assert gaps[2:] == [pytest.approx(0.012), pytest.approx(0.012)]
+    other.close()
+
+
+def test_the_gap_is_the_busy_step_a_writer_waiting_through_the_hold_is_in(
+    clock: FakeTime, conn: sqlite3.Connection, tmp_path: Path
+) -> None:
+    other = connect(tmp_path / "paced.db")
+    gaps = slices(Pacer(conn), clock, [10, 25, 5, 40, 1], other=other)
+    # A writer that came at the start of a hold of 25 ms sleeps 15 ms at its
+    # end (its retries at 18 and 33 ms): the lock stays free that long and the
+    # margin. After 10 ms of holding a 10 ms step, after 5 ms 5, after 40 20.
+    assert gaps == [
+        0,
+        pytest.approx(0.012),
+        pytest.approx(0.017),
+        pytest.approx(0.007),
+        pytest.approx(0.022),
+    ]
+    other.close()
+
+
+def test_while_another_process_writes_the_wal_is_checkpointed_in_the_gaps(
+    clock: FakeTime, conn: sqlite3.Connection, tmp_path: Path
+) -> None:
+    """Only checkpoints in the gaps keep this WAL from growing (the automatic
+    one is off here), slice after slice."""
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    other = connect(tmp_path / "paced.db")
+    wal = tmp_path / "paced.db-wal"
+    pacer = Pacer(conn)
+    sizes = []
+    for _ in range(6):
+        started = pacer.before()
+        with write(conn):
+            conn.executemany("INSERT INTO t VALUES (?)", (("x" * 1000,) for _ in range(200)))
+            clock.now += 0.010
+            pacer.held(started, 200)
+        pacer.released()
+        other.execute("INSERT INTO t VALUES (1)")
+        sizes.append(wal.stat().st_size)
+    # ~60 pages a slice; the WAL starts over after each checkpoint.
+    assert max(sizes[2:]) < 2 * sizes[0]
     other.close()
