@@ -231,9 +231,10 @@ class Pushed:
     def span(self) -> dict[str, int] | None:
         """The parameters of ``pull_past_own_push``; None when one transaction
         did not answer the whole batch, or it wrote nothing."""
-        if self.head_before is None or self.head_after is None or not self.written:
+        written = self.written  # a pass over the batch's answers: once
+        if self.head_before is None or self.head_after is None or not written:
             return None
-        return {"before": self.head_before, "after": self.head_after, "written": self.written}
+        return {"before": self.head_before, "after": self.head_after, "written": written}
 
 
 def push_batch(

@@ -22,7 +22,7 @@ from datetime import datetime
 from acode_sync.clock import iso
 from acode_sync.pacing import Pacer
 from acode_sync.queries import query
-from acode_sync.workspace import write
+from acode_sync.workspace import is_busy, write
 
 # Rows deleted per write transaction (a few ms each).
 PRUNE_SLICE = 2000
@@ -87,7 +87,7 @@ def reclaim(conn: sqlite3.Connection) -> int:
         try:
             conn.executescript(f"PRAGMA incremental_vacuum({step})")
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
+            if not is_busy(exc):
                 raise
             return freed  # another writer held the file past the busy timeout: next time
         pacer.held(started, step)  # the hold with its COMMIT: one statement

@@ -216,6 +216,11 @@ def connect_read_only(path: Path) -> sqlite3.Connection:
     raise UsageError(f"{path}: cannot open read-only ({last})")
 
 
+def is_busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether the error is another writer holding the file past the busy timeout."""
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
 @contextmanager
 def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """One write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on error.
@@ -225,7 +230,7 @@ def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
-        if "locked" not in str(exc) and "busy" not in str(exc):
+        if not is_busy(exc):
             raise
         raise WorkspaceBusy(
             f"workspace busy: another writer held the workspace database for more than "
