@@ -27,10 +27,11 @@ needed, and start only after the checkpoint (issue 9: a new device's pull
 beside a writer took about 15% longer so).
 
 Only while another process writes to the file (``PRAGMA data_version`` moved
-in the last :data:`CONTENDED_S`) are the gaps full; otherwise they are
-:data:`IDLE_GAP_S`, so a sync with nobody else writing is not slowed by them,
-and a writer that shows up still finds the lock free now and then, and once
-it has written the gaps widen.
+in the last :data:`CONTENDED_S`, counted from the pacer's making, so a
+writer that came during the round trip before the first slice counts) are
+the gaps full; otherwise they are :data:`IDLE_GAP_S`, so a sync with nobody
+else writing is not slowed by them, and a writer that shows up still finds
+the lock free now and then, and once it has written the gaps widen.
 
 A bulk write that leaves the lock free between its bursts by itself (the
 marking of push results: the next batch is planned, reading only, between
@@ -72,6 +73,11 @@ def busy_step(waited: float) -> float:
     return BUSY_STEPS_MS[-1] / 1000
 
 
+def data_version(conn: sqlite3.Connection) -> int:
+    """Moves with each commit by another connection (``PRAGMA data_version``)."""
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
 @dataclass
 class Pacer:
     """Slice sizes and the gaps between slices of one bulk write."""
@@ -88,6 +94,13 @@ class Pacer:
     _gap: float = field(default=0.0, init=False)
     _version: int | None = field(default=None, init=False)
     _contended_until: float = field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
+        # What another process writes from here on counts, even before the
+        # first slice: a writer that came during the network round trip before
+        # it is waiting for the lock already, and would meet the short gaps.
+        if self.conn is not None:
+            self._version = data_version(self.conn)
 
     def before(self) -> float:
         """Wait until the lock has been free for the gap; the time it starts."""
@@ -120,9 +133,9 @@ class Pacer:
         moves only with other connections' commits); without a connection, always."""
         if self.conn is None:
             return True
-        version = int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+        version = data_version(self.conn)
         now = time.perf_counter()
-        if self._version is not None and version != self._version:
+        if version != self._version:
             self._contended_until = now + CONTENDED_S
         self._version = version
         return now < self._contended_until

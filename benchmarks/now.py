@@ -23,7 +23,10 @@ Write locks: a writer process (``benchmarks/writer.py``: Python sqlite3, 5 s
 busy timeout, one INSERT per ``BEGIN IMMEDIATE`` transaction into a plain table
 of the workspace, 10 ms apart) runs alone for a few seconds (the baseline),
 while ``now`` drains the backlog, and while a new device (a second workspace,
-same owner) pulls the N changes; its p50/p99/max per transaction.
+same owner) pulls the N changes; its p50/p99/max per transaction. Beside the
+last, the floor: the same pull into a third workspace while the writer writes
+to a file of its own (WAL too), where it waits for no lock, only for the disk
+and the cores the pull shares with it.
 
 Run::
 
@@ -49,18 +52,14 @@ import _push_backlog as backlog
 import _push_drain as drain
 import harness
 import writer
-from harness import emit, load_average, progress, verdict
+from _now_report import to_markdown
+from harness import emit, load_average, progress
 from harness.machine import code_version
 from ulid import ULID
 
 from acode_sync.store import new_chat
 from acode_sync.workspace import connect, write
 
-TARGET_FLOOR_RATIO_1000 = 0.6
-TARGET_ROWS_PER_S_50 = 5000.0
-TARGET_SIZE_RATIO = 1.5
-TARGET_WRITER_P99_MS = 50.0
-TARGET_WRITER_MAX_MS = 200.0
 CONTENT = harness.CONTENT + " " + harness.CONTENT  # ~600 bytes, as earlier benchmarks
 IDLE_WRITER_S = 5.0  # the writer alone first: the machine's own noise, same run
 SYNC_TABLES_KEEP = ("chats", "messages")
@@ -83,6 +82,10 @@ class SyncRun:
     writer_idle: writer.WriterStats | None = None  # the same writer, nothing else on the file
     writer_drain: writer.WriterStats | None = None
     writer_pull: writer.WriterStats | None = None
+    # The floor of writer_pull: the same pull, the writer on a file of its own
+    # (no lock to wait for; what sharing the disk and the cores costs it).
+    writer_other: writer.WriterStats | None = None
+    pull_other_seconds: float = 0.0
 
     @property
     def rows_per_s(self) -> float:
@@ -253,6 +256,18 @@ def sync_run(
     if got != rows:
         raise AssertionError(f"new device: {got} messages, want {rows}")
 
+    progress(f"{rows:,}: a new device pulls them, the writer on another file", quiet)
+    other = new_workspace(folder / "ws-new-device-2", device_url, batch_size)
+    other_db = folder / "writer-other.db"
+    with sqlite3.connect(other_db) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")  # as the workspace's
+    conn.close()
+    proc = writer.start(other_db, folder / "writer-other.json")
+    try:
+        run.pull_other_seconds = cli(other, "now")
+    finally:
+        run.writer_other = writer.stop(proc, folder / "writer-other.json")
+
     progress(f"{rows:,} at batch {batch_size}: drain again, a writer beside it", quiet)
     harness.reset_server(db_url)
     again = new_workspace(folder / "ws-writer", device_url, batch_size)
@@ -293,76 +308,6 @@ def run(
         result.runs.append(sync_run(folder, db_url, rows_50, 50, full=False, quiet=quiet, idle_s=0))
     result.elapsed_s = time.perf_counter() - started
     return result
-
-
-# ---------------------------------------------------------------- report ----
-
-
-def _writer_row(label: str, stats: writer.WriterStats | None) -> str:
-    if stats is None:
-        return f"| {label} | - | - | - | - | - |"
-    return (
-        f"| {label} | {stats.n:,} | {stats.p50_ms:.1f} | {stats.p99_ms:.1f} | "
-        f"{stats.max_ms:.1f} | {stats.errors} |"
-    )
-
-
-def to_markdown(result: NowBenchResult, command: str) -> str:
-    lines = [
-        f"Command: `{command}`",
-        "",
-        f"- date: {result.date}; load at start: {result.load_at_start}; "
-        f"total {result.elapsed_s:.0f} s",
-        f"- code: {result.code}",
-        "",
-        "| rows | batch | `now` s | rows/s | floor rows/s | ratio to floor | COPY rows/s "
-        "| push() alone rows/s | its ratio to floor |",
-        "|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
-    ]
-    for r in result.runs:
-        lines.append(
-            f"| {r.rows:,} | {r.batch_size:,} | {r.seconds:.2f} | {r.rows_per_s:,.0f} | "
-            f"{r.floor_rows_per_s:,.0f} | {r.floor_ratio:.2f} | {r.rows / r.copy_s:,.0f} | "
-            f"{r.rows / r.push_only_s:,.0f} | {r.push_only_ratio:.2f} |"
-        )
-    big, small = result.runs[0], result.runs[1]
-    mb = 1024 * 1024
-    lines += [
-        "",
-        "| workspace file + WAL after the sync | data-only copy | ratio | after pruning |",
-        "|--:|--:|--:|--:|",
-        f"| {big.file_bytes / mb:.1f} MiB (WAL {big.wal_bytes / mb:.1f}) | "
-        f"{big.data_only_bytes / mb:.1f} MiB | {big.file_bytes / big.data_only_bytes:.2f}x | "
-        f"{big.pruned_bytes / mb:.1f} MiB (WAL {big.pruned_wal_bytes / mb:.1f}) |",
-        "",
-        f"A new device pulling the {big.rows:,} changes (`now`): {big.pull_seconds:.2f} s, "
-        f"{big.rows / big.pull_seconds:,.0f} rows/s.",
-        "",
-        "| concurrent writer, ms per transaction | n | p50 | p99 | max | errors |",
-        "|---|--:|--:|--:|--:|--:|",
-        _writer_row("alone (baseline: nothing else writes)", big.writer_idle),
-        _writer_row(f"while `now` drains {big.rows:,} at batch 1,000", big.writer_drain),
-        _writer_row(f"while a new device pulls {big.rows:,}", big.writer_pull),
-        "",
-        "Against the targets:",
-        "",
-        f"- batch 1,000, ratio to the floor: "
-        f"{verdict(big.floor_ratio, TARGET_FLOOR_RATIO_1000, '', at_least=True)} "
-        f"(the server's push() alone: {big.push_only_ratio:.2f})",
-        f"- batch 50 ({small.rows:,} rows): "
-        f"{verdict(small.rows_per_s, TARGET_ROWS_PER_S_50, ' rows/s', at_least=True, digits=0)}",
-        f"- file / data-only: "
-        f"{verdict(big.file_bytes / big.data_only_bytes, TARGET_SIZE_RATIO, 'x')}; "
-        f"after pruning {'smaller' if big.pruned_bytes < big.file_bytes else '**not smaller**'}",
-    ]
-    for label, stats in (("drain", big.writer_drain), ("new-device pull", big.writer_pull)):
-        if stats is not None:
-            lines.append(
-                f"- writer during the {label}: p99 "
-                f"{verdict(stats.p99_ms, TARGET_WRITER_P99_MS, ' ms', digits=1)}, max "
-                f"{verdict(stats.max_ms, TARGET_WRITER_MAX_MS, ' ms', digits=1)}"
-            )
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:

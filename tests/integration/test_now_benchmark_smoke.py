@@ -23,13 +23,19 @@ def test_now_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
         assert r.seconds > 0 and r.floor_s > 0 and r.copy_s > 0 and r.floor_ratio > 0
     big = result.runs[0]
     assert 0 < big.data_only_bytes < big.file_bytes
-    assert big.pruned_bytes > 0 and big.pull_seconds > 0
-    for stats in (big.writer_idle, big.writer_drain, big.writer_pull):
+    assert big.pruned_bytes > 0 and big.pull_seconds > 0 and big.pull_other_seconds > 0
+    for stats in (big.writer_idle, big.writer_drain, big.writer_pull, big.writer_other):
         assert stats is not None and stats.n > 0 and stats.errors == 0
         assert 0 < stats.p50_ms <= stats.p99_ms <= stats.max_ms
 
     report = bench.to_markdown(result, "python benchmarks/now.py --quick")
-    for needle in ("ratio to floor", "data-only copy", "concurrent writer", "Against the targets"):
+    for needle in (
+        "ratio to floor",
+        "data-only copy",
+        "concurrent writer",
+        "a file of its own",
+        "Against the targets",
+    ):
         assert needle in report
 
     with psycopg.connect(admin_url()) as conn:

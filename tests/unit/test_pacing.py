@@ -94,6 +94,19 @@ def test_while_another_process_writes_every_slice_has_its_full_gap(
     other.close()
 
 
+def test_a_write_before_the_first_slice_gives_the_next_its_full_gap(
+    clock: FakeTime, conn: sqlite3.Connection, tmp_path: Path
+) -> None:
+    """Another process that wrote between the pacer's making and its first
+    slice (during the pull's first round trip) is writing now, and may be
+    waiting for the lock already: it gets the full gap at once."""
+    other = connect(tmp_path / "paced.db")
+    pacer = Pacer(conn)
+    other.execute("INSERT INTO t VALUES (1)")
+    assert slices(pacer, clock, [10, 10]) == [0, pytest.approx(0.012)]
+    other.close()
+
+
 def test_the_gap_is_the_busy_step_a_writer_waiting_through_the_hold_is_in(
     clock: FakeTime, conn: sqlite3.Connection, tmp_path: Path
 ) -> None:
