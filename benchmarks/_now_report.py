@@ -56,7 +56,8 @@ def to_markdown(result: NowBenchResult, command: str) -> str:
         f"{big.pruned_bytes / mb:.1f} MiB (WAL {big.pruned_wal_bytes / mb:.1f}) |",
         "",
         f"A new device pulling the {big.rows:,} changes (`now`): {big.pull_seconds:.2f} s, "
-        f"{big.rows / big.pull_seconds:,.0f} rows/s.",
+        f"{big.rows / big.pull_seconds:,.0f} rows/s (with the writer on a file of its own: "
+        f"{big.pull_other_seconds:.2f} s).",
         "",
         "| concurrent writer, ms per transaction | n | p50 | p99 | max | errors |",
         "|---|--:|--:|--:|--:|--:|",

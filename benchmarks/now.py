@@ -267,6 +267,9 @@ def sync_run(
         run.pull_other_seconds = cli(other, "now")
     finally:
         run.writer_other = writer.stop(proc, folder / "writer-other.json")
+    got = count_local(other / ".agent" / "workspace.db", "SELECT count(*) FROM messages")
+    if got != rows:
+        raise AssertionError(f"new device (writer elsewhere): {got} messages, want {rows}")
 
     progress(f"{rows:,} at batch {batch_size}: drain again, a writer beside it", quiet)
     harness.reset_server(db_url)
