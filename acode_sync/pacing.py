@@ -121,7 +121,9 @@ class Pacer:
     def held(self, started: float, rows: int) -> None:
         """Inside the transaction, before COMMIT: the slice of ``rows`` has done
         its work since ``started``; size the next one. (Measured before
-        COMMIT: an automatic WAL checkpoint in it is no work of the slice.)"""
+        COMMIT: an automatic WAL checkpoint in it is no work of the slice. A
+        slice that is one autocommit statement, as ``retention.reclaim``'s,
+        can only call it after, its COMMIT included.)"""
         work = max(time.perf_counter() - started, 1e-4)
         aimed = rows * self.hold_s / work
         # Halfway towards the aimed size: one slow slice does not cut the next
