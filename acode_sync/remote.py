@@ -242,18 +242,32 @@ def push_batch(
 ) -> Pushed:
     """One batch: one round trip, one server transaction. The connection is in
     autocommit; the three statements go pipelined before one Sync, which makes
-    them one implicit transaction (an error rolls all of it back)."""
+    them one implicit transaction (an error rolls all of it back).
+
+    The server's error may reach psycopg while a later statement is sent (it
+    reads what has come in) or when the pipeline is synced. Caught inside the
+    block, it leaves the block cleanly: psycopg then raises the sync's own
+    error (``PipelineAborted``) instead of logging it as "error ignored",
+    which its last-resort handler printed beside the one-line error."""
+    first: psycopg.Error | None = None
     try:
         with conn.pipeline():
-            before = conn.execute(_HEAD)
-            answers = conn.execute(
-                "SELECT idempotency_key, result, version, reason, server_row "
-                "FROM acode_sync.push(%s, %s, %s::jsonb)",
-                (batch_id, device_id, items_json),
-            )
-            after = conn.execute(_HEAD)
-    except _SETUP_ERRORS as exc:
-        raise _setup_problem(conn, exc) from None
+            try:
+                before = conn.execute(_HEAD)
+                answers = conn.execute(
+                    "SELECT idempotency_key, result, version, reason, server_row "
+                    "FROM acode_sync.push(%s, %s, %s::jsonb)",
+                    (batch_id, device_id, items_json),
+                )
+                after = conn.execute(_HEAD)
+            except psycopg.Error as exc:
+                first = exc
+    except psycopg.Error as exc:
+        first = first or exc
+    if first is not None:
+        if isinstance(first, _SETUP_ERRORS):
+            raise _setup_problem(conn, first) from None
+        raise first
     results = [
         ItemResult(key, outcome, version, reason, row)
         for key, outcome, version, reason, row in answers.fetchall()

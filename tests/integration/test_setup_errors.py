@@ -28,10 +28,13 @@ import pytest
 from click.testing import CliRunner, Result
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from ulid import ULID
 
 from acode_sync import devserver, store
 from acode_sync.cli import acode, sync
 from acode_sync.engine import connect_remote
+from acode_sync.errors import SetupError
+from acode_sync.remote import push_batch
 from acode_sync.runner import Runner
 from acode_sync.workspace import write
 from tests.fix_pg import PgDatabase, admin_url
@@ -360,3 +363,21 @@ def test_a_refusal_is_logged_again_after_recovery_and_polling_resumes(
         conn.close()
     finally:
         login_role(role, enrolled=False)
+
+
+def test_an_unenrolled_push_says_its_one_error_and_logs_nothing_else(
+    pg: PgDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The push's three pipelined statements all fail for a role never
+    enrolled. However the error reaches psycopg (while a statement is sent,
+    or when the pipeline is synced), the cycle gets the one SetupError and
+    psycopg logs no second error ("error ignored terminating the pipeline",
+    which its last-resort handler printed as a second line on standard error
+    and broke `now`'s one line now and then)."""
+    login_role(STRANGER, enrolled=False)
+    caplog.set_level(logging.WARNING)
+    with connect_remote(pg.url(STRANGER)) as conn:
+        for _ in range(40):
+            with pytest.raises(SetupError, match=f"role {STRANGER} is not enrolled"):
+                push_batch(conn, str(ULID()), "laptop", "[]")
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("psycopg")] == []
