@@ -284,12 +284,9 @@ def head_seq(conn: psycopg.Connection[Any]) -> int:
     """The newest seq of this owner's change log (one index probe): how far a
     pull has to go."""
     try:
-        row = conn.execute(
-            "SELECT coalesce(max(seq), 0) FROM acode_sync.changes WHERE owner_id = current_user"
-        ).fetchone()
+        return _one(conn.execute(_HEAD))
     except _SETUP_ERRORS as exc:
         raise _setup_problem(conn, exc) from None
-    return int(row[0]) if row else 0
 
 
 def pull_page(
