@@ -47,6 +47,14 @@ def to_markdown(result: NowBenchResult, command: str) -> str:
         )
     big, small = result.runs[0], result.runs[1]
     mb = 1024 * 1024
+    if len(big.ratios) > 1:
+        lines += [
+            "",
+            f"Batch 1,000: {len(big.ratios)} drains, each beside its own floor; the row above "
+            "is the one of median ratio. Each ratio, in order: "
+            + ", ".join(f"{ratio:.2f}" for ratio in big.ratios)
+            + ".",
+        ]
     lines += [
         "",
         "| workspace file + WAL after the sync | data-only copy | ratio | after pruning |",
@@ -71,7 +79,7 @@ def to_markdown(result: NowBenchResult, command: str) -> str:
         "",
         "Against the targets:",
         "",
-        f"- batch 1,000, ratio to the floor: "
+        f"- batch 1,000, ratio to the floor{' (median)' if len(big.ratios) > 1 else ''}: "
         f"{verdict(big.floor_ratio, TARGET_FLOOR_RATIO_1000, '', at_least=True)} "
         f"(the server's push() alone: {big.push_only_ratio:.2f})",
         f"- batch 50 ({small.rows:,} rows): "

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psycopg
 
+import acode_sync
 from acode_sync.migrations import shipped
 
 MEMORY_FILESYSTEMS = {"tmpfs", "ramfs", "devtmpfs"}
@@ -79,8 +80,12 @@ def load_average() -> str:
 
 def code_version() -> str:
     """The commit measured, whether acode_sync/ or sql/ differ from it, and a hash
-    of the shipped SQL (read-only git commands; 'unknown' outside a checkout)."""
-    root = Path(__file__).resolve().parents[2]
+    of the shipped SQL (read-only git commands; 'unknown' outside a checkout).
+    The code is the ``acode_sync`` imported (PYTHONPATH may name another tree
+    than the benchmark's own); where it is not the benchmark's checkout, its
+    folder is named too."""
+    root = Path(acode_sync.__file__).resolve().parents[1]
+    elsewhere = root != Path(__file__).resolve().parents[2]
 
     def git(*args: str) -> str:
         done = subprocess.run(
@@ -101,7 +106,8 @@ def code_version() -> str:
     except OSError:
         head, dirty = "unknown", ""
     state = " + uncommitted changes in acode_sync/ or sql/" if dirty else ""
-    return f"{head}{state}; shipped SQL sha256 {digest}"
+    where = f" (acode_sync from {root})" if elsewhere else ""
+    return f"{head}{state}{where}; shipped SQL sha256 {digest}"
 
 
 def filesystem_of(path: Path) -> str:
