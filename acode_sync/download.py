@@ -71,9 +71,11 @@ class Puller(Mover):
             progress.total(DOWNLOAD, max(0, head_seq(remote) - start))
         page_size = self.config.download.page_size
         caught_up = False
-        pacer = Pacer(self.conn)
         ahead: tuple[int, Future[list[tuple[Any, ...]]]] | None = None
-        with ThreadPoolExecutor(1, thread_name_prefix="acode-sync-pull") as wire:
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="acode-sync-pull") as wire,
+            Pacer(self.conn) as pacer,
+        ):
             while max_pages is None or report.pages < max_pages:
                 cursor = self.conn.execute("SELECT pull_cursor FROM sync_state").fetchone()[0]
                 if ahead is not None and ahead[0] == cursor:

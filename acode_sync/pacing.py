@@ -19,12 +19,19 @@ Back-to-back slices with no gap would starve it however short they are. The
 gap is measured from the release, so a network wait between slices counts
 towards it and costs nothing.
 
-While another process writes, the WAL is also checkpointed in the gaps, where
-the lock is free anyway. Otherwise the automatic checkpoint runs inside the
-COMMIT that crosses 1,000 frames (after the lock is let go, but the hold is
-measured to the end of the COMMIT): the gap after it would be longer than
-needed, and start only after the checkpoint (issue 9: a new device's pull
-beside a writer took about 15% longer so).
+While another process writes, the WAL is also checkpointed after each slice.
+Otherwise the automatic checkpoint runs inside the COMMIT that crosses 1,000
+frames (after the lock is let go, but the hold is measured to the end of the
+COMMIT): the gap after it would be longer than needed, and start only after
+the checkpoint (issue 9: a new device's pull beside a writer took about 15%
+longer so). The checkpoint runs on a thread of its own (:class:`Checkpointer`,
+at a lower CPU priority), started at the gap's end as the next slice begins:
+not in the gap, where the waiting writer commits, because its COMMIT's fsync
+of the same WAL then waited for the checkpoint's I/O, 110-340 ms in a minute
+of slow disk (issue 9, new devices pulling beside a writer: with the
+checkpoint in the gap, the writer's max was over 100 ms in 4 pulls of 60 and
+over 200 in 3; moved, over 100 in none of 35, for pulls 3% longer); not in
+the caller's thread at the gap's end, which made the pull 20% slower.
 
 Only while another process writes to the file (``PRAGMA data_version`` moved
 in the last :data:`CONTENDED_S`, counted from the pacer's making, so a
@@ -46,9 +53,15 @@ slice's rows (at least :data:`LEAST_ROWS`).
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import sqlite3
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 HOLD_S = 0.015  # aimed-at write-lock hold per slice
 # SQLite's default busy handler (sqliteDefaultBusyCallback): its sleeps between
@@ -60,6 +73,9 @@ MARK_RUN_S = 0.030  # back-to-back holds of a bursty write while uncontended
 CONTENDED_S = 2.0  # how long a write by another process keeps the full gaps
 FIRST_ROWS = 200  # rows of the first slice, before anything is measured
 LEAST_ROWS = 25
+CHECKPOINT_NICE = 10  # the checkpoint thread's CPU priority (Linux): the slices go first
+
+log = logging.getLogger(__name__)
 
 
 def busy_step(waited: float) -> float:
@@ -94,6 +110,8 @@ class Pacer:
     _gap: float = field(default=0.0, init=False)
     _version: int | None = field(default=None, init=False)
     _contended_until: float = field(default=0.0, init=False)
+    _checkpoint_owed: bool = field(default=False, init=False)
+    _checkpointer: Checkpointer | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         # What another process writes from here on counts, even before the
@@ -113,6 +131,9 @@ class Pacer:
         rest = self._released + gap - time.perf_counter()
         if rest > 0:
             time.sleep(rest)
+        if self._checkpoint_owed:
+            self._checkpoint_owed = False
+            self._start_checkpoint()
         started = self._started = time.perf_counter()
         if started - self._released >= IDLE_GAP_S:
             self._run_from = started  # the lock was free a while: a new run of holds
@@ -145,9 +166,87 @@ class Pacer:
     def released(self) -> None:
         """After COMMIT: the gap starts now, as long as the busy step of a
         writer that has waited since the hold began; while another process
-        writes, the WAL is checkpointed in it."""
+        writes, a checkpoint is owed, started when the gap ends (:meth:`before`)."""
         self._released = time.perf_counter()
         self._gap = busy_step(self._released - self._started) + GAP_MARGIN_S
-        conn = self.conn
-        if conn is not None and self._released < self._contended_until:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        if self.conn is not None and self._released < self._contended_until:
+            self._checkpoint_owed = True
+
+    def close(self) -> None:
+        """End the bulk write: wait for a checkpoint running, stop its thread.
+        The pacer can go on after (a new thread is started when needed)."""
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
+
+    def __enter__(self) -> Pacer:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _start_checkpoint(self) -> None:
+        if self._checkpointer is None:
+            assert self.conn is not None  # owed only with a connection
+            path = self.conn.execute("PRAGMA database_list").fetchone()[2]
+            if not path:  # an in-memory database has no WAL
+                return
+            self._checkpointer = Checkpointer(path)
+        self._checkpointer.start()
+
+
+class Checkpointer:
+    """PASSIVE checkpoints of one database file, one at a time, on a thread
+    with a connection of its own. A PASSIVE checkpoint takes no lock a writer
+    needs and waits for none: it copies what it can and returns."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._wake = threading.Condition()
+        self._running = False  # a checkpoint is asked for or running
+        self._stopping = False
+        self._thread = threading.Thread(
+            target=self._loop, name="acode-sync-checkpoint", daemon=True
+        )
+        self._thread.start()
+
+    def start(self) -> None:
+        """Begin a checkpoint, unless one is running (it takes the new frames too)."""
+        with self._wake:
+            if not self._running:
+                self._running = True
+                self._wake.notify()
+
+    def close(self) -> None:
+        """Wait for a running checkpoint to end; stop the thread, close its connection."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        if sys.platform.startswith("linux"):  # per thread there; per process elsewhere
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CHECKPOINT_NICE)
+        try:
+            uri = f"{Path(self._path).as_uri()}?mode=rw"  # never makes a file
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            log.debug("background checkpoint of %s: %s", self._path, exc)
+            return
+        try:
+            while True:
+                with self._wake:
+                    while not self._running and not self._stopping:
+                        self._wake.wait()
+                    if not self._running:
+                        return
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:  # SQLite's automatic checkpoint is left
+                    log.debug("background checkpoint of %s: %s", self._path, exc)
+                with self._wake:
+                    self._running = False
+                    self._wake.notify_all()
+        finally:
+            conn.close()

@@ -72,8 +72,12 @@ def reclaim(conn: sqlite3.Connection) -> int:
     only; a file still waiting for migration 0007 keeps them). Pages freed."""
     if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != INCREMENTAL:
         return 0
+    with Pacer(conn, rows=VACUUM_SLICE) as pacer:
+        return _reclaim(conn, pacer)
+
+
+def _reclaim(conn: sqlite3.Connection, pacer: Pacer) -> int:
     freed = 0
-    pacer = Pacer(conn, rows=VACUUM_SLICE)
     while True:
         free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
         if not free:

@@ -112,7 +112,7 @@ class Uploader(Mover):
         def more() -> bool:
             return max_batches is None or report.batches < max_batches
 
-        with ThreadPoolExecutor(1, thread_name_prefix="acode-sync-push") as wire:
+        with ThreadPoolExecutor(1, thread_name_prefix="acode-sync-push") as wire, self.pacer:
             try:
                 current = self._plan(0, report, ignore_backoff)
                 while current is not None and more():

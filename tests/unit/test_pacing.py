@@ -4,13 +4,15 @@ drives: how long the lock is left free after each slice."""
 from __future__ import annotations
 
 import sqlite3
+import struct
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from acode_sync import pacing
-from acode_sync.pacing import IDLE_GAP_S, Pacer
+from acode_sync.pacing import IDLE_GAP_S, Checkpointer, Pacer
 from acode_sync.workspace import connect, write
 
 
@@ -58,6 +60,7 @@ def slices(
         pacer.released()
         if other is not None:
             other.execute("INSERT INTO t VALUES (1)")
+    pacer.close()  # the checkpoint thread the slices started (if any) ends
     return gaps
 
 
@@ -125,25 +128,91 @@ def test_the_gap_is_the_busy_step_a_writer_waiting_through_the_hold_is_in(
     other.close()
 
 
-def test_while_another_process_writes_the_wal_is_checkpointed_in_the_gaps(
+def wal_frames(db: Path) -> tuple[int, int]:
+    """(frames in the WAL, of which checkpointed): the wal-index header's
+    mxFrame and the checkpoint info's nBackfill, read from the ``-shm``
+    without a connection (https://www.sqlite.org/walformat.html)."""
+    head = (db.parent / (db.name + "-shm")).read_bytes()[:100]
+    return struct.unpack_from("=I", head, 16)[0], struct.unpack_from("=I", head, 96)[0]
+
+
+def paced_slice(pacer: Pacer, conn: sqlite3.Connection, clock: FakeTime, rows: int = 200) -> None:
+    started = pacer.before()
+    with write(conn):
+        conn.executemany("INSERT INTO t VALUES (?)", (("x" * 1000,) for _ in range(rows)))
+        clock.now += 0.010
+        pacer.held(started, rows)
+    pacer.released()
+
+
+def checkpoint_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "acode-sync-checkpoint"]
+
+
+def test_while_another_process_writes_the_wal_is_checkpointed_after_each_slice(
     clock: FakeTime, conn: sqlite3.Connection, tmp_path: Path
 ) -> None:
-    """Only checkpoints in the gaps keep this WAL from growing (the automatic
-    one is off here), slice after slice."""
+    """Only these checkpoints keep this WAL from growing (the automatic one is
+    off here), slice after slice."""
     conn.execute("PRAGMA wal_autocheckpoint = 0")
     other = connect(tmp_path / "paced.db")
     wal = tmp_path / "paced.db-wal"
-    pacer = Pacer(conn)
     sizes = []
-    for _ in range(6):
-        started = pacer.before()
-        with write(conn):
-            conn.executemany("INSERT INTO t VALUES (?)", (("x" * 1000,) for _ in range(200)))
-            clock.now += 0.010
-            pacer.held(started, 200)
-        pacer.released()
-        other.execute("INSERT INTO t VALUES (1)")
-        sizes.append(wal.stat().st_size)
+    with Pacer(conn) as pacer:
+        for _ in range(6):
+            paced_slice(pacer, conn, clock)
+            other.execute("INSERT INTO t VALUES (1)")
+            sizes.append(wal.stat().st_size)
+            pacer.before()  # the next slice starts the checkpoint owed ...
+            pacer.close()  # ... which ends here
     # ~60 pages a slice; the WAL starts over after each checkpoint.
     assert max(sizes[2:]) < 2 * sizes[0]
     other.close()
+
+
+def test_the_checkpoint_runs_on_its_own_thread_once_the_gap_is_over(
+    clock: FakeTime, conn: sqlite3.Connection, tmp_path: Path
+) -> None:
+    """Not in the gap, where a writer that waited commits and its fsync of the
+    same WAL would wait for the checkpoint's I/O, and not in the caller's
+    thread: the gap ends, the next slice starts, the checkpoint runs beside it."""
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    other = connect(tmp_path / "paced.db")
+    db = tmp_path / "paced.db"
+    pacer = Pacer(conn)
+    other.execute("INSERT INTO t VALUES (1)")  # another process writes
+    paced_slice(pacer, conn, clock)
+    frames, done = wal_frames(db)
+    assert frames > 40 and done == 0  # released, the gap begins: nothing checkpointed
+    assert checkpoint_threads() == []
+    pacer.before()
+    assert [t.is_alive() for t in checkpoint_threads()] == [True]
+    pacer.close()
+    assert wal_frames(db) == (frames, frames)  # all of it, by the thread
+    assert checkpoint_threads() == []
+    other.close()
+
+
+def test_an_uncontended_bulk_write_starts_no_checkpoint(
+    clock: FakeTime, conn: sqlite3.Connection, tmp_path: Path
+) -> None:
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    with Pacer(conn) as pacer:
+        for _ in range(3):
+            paced_slice(pacer, conn, clock)
+            pacer.before()
+            assert checkpoint_threads() == []
+            pacer.released()
+    frames, done = wal_frames(tmp_path / "paced.db")
+    assert frames > 0 and done == 0
+
+
+def test_a_checkpointer_of_a_file_gone_ends_quietly(tmp_path: Path) -> None:
+    """It never makes a file: a path that is not there (the workspace moved
+    away mid-sync) ends its thread, and closing it does not hang."""
+    gone = tmp_path / "gone.db"
+    checkpointer = Checkpointer(str(gone))
+    checkpointer.start()
+    checkpointer.close()
+    assert not gone.exists()
+    assert checkpoint_threads() == []
