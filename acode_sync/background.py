@@ -47,6 +47,7 @@ from acode_sync.clock import Clock
 from acode_sync.config import SyncConfig
 from acode_sync.errors import AcodeSyncError, ConnectionFailed, SetupError, SyncTimeout
 from acode_sync.events import Event, Tracker
+from acode_sync.outbox import max_seq as outbox_max_seq
 from acode_sync.report import CycleReport
 from acode_sync.state import note_error
 from acode_sync.workspace import Workspace
@@ -294,7 +295,7 @@ class EngineThread:
         head_every = follow.head_check_seconds if follow.enabled else self.supervisor.interval
         tracker = Tracker(local, self.engine.config)
         version = _data_version(local)
-        outbox = _max_outbox(local)
+        outbox = outbox_max_seq(local)
         next_cycle = time.monotonic()  # the first cycle now, the first head check after it
         next_head = next_cycle + head_every
         while True:
@@ -310,7 +311,7 @@ class EngineThread:
                 request = self._requests.popleft() if self._requests else None
                 due, self._woken = self._woken, False
             if request is not None:
-                outbox = _max_outbox(local)
+                outbox = outbox_max_seq(local)
                 self._serve(request, tracker)
                 continue
             now = time.monotonic()
@@ -321,7 +322,7 @@ class EngineThread:
                     seen = _data_version(local)
                     if seen != version:
                         version = seen
-                        due = due or _max_outbox(local) > outbox
+                        due = due or outbox_max_seq(local) > outbox
                 if now >= next_head:
                     next_head = now + head_every
                     pull = self._head_moved()
@@ -329,7 +330,7 @@ class EngineThread:
                 next_head = now + head_every
             if not (due or pull):
                 continue
-            outbox = _max_outbox(local)
+            outbox = outbox_max_seq(local)
             report = self._run(tracker, force_pull=pull)
             more = report is not None and report.push.batches >= BATCHES_PER_CYCLE
             next_cycle = time.monotonic() + (0.0 if more else self.supervisor.wait())
@@ -381,7 +382,3 @@ class EngineThread:
 
 def _data_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA data_version").fetchone()[0])
-
-
-def _max_outbox(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT max(seq) FROM sync_outbox").fetchone()[0] or 0)

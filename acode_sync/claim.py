@@ -17,6 +17,7 @@ from acode_sync.outbox import OPEN, PENDING, OutboxRow
 from acode_sync.queries import query
 
 _SCAN_PAGE = 1000
+_NEWEST = 2**63 - 1  # no row's seq is above it
 _ROW = itemgetter(slice(0, len(OutboxRow._fields)))
 
 
@@ -38,12 +39,14 @@ def claim_due(
     limit: int,
     *,
     after: int = 0,
+    upto: int | None = None,
     ignore_backoff: bool = False,
     release_link_failures: bool = False,
 ) -> Claim:
     """Up to ``limit`` rows that may go now, in seq order, from seq ``after`` on
-    (0: the head of the queue; a later start only past a clean claim), with
-    what the send-time checks need of each (see :class:`Claim`).
+    (0: the head of the queue; a later start only past a clean claim) up to
+    seq ``upto`` (None: the newest), with what the send-time checks need of
+    each (see :class:`Claim`).
 
     Due: Pending rows; waiting rows whose backoff is over (all of them with
     ``ignore_backoff``; with ``release_link_failures``, also those that failed
@@ -64,24 +67,25 @@ def claim_due(
             or (release_link_failures and row.link_failure)
         )
 
-    claim = _claim(conn, after, limit, None)
+    last = _NEWEST if upto is None else upto
+    claim = _claim(conn, after, last, limit, None)
     if all(due(row) for row in claim.rows):
         return claim  # the common case: nothing is waiting at the head
-    taken = _claim_around(conn, due, limit, after)
+    taken = _claim_around(conn, due, limit, after, last)
     if not taken:
         return Claim([], False, {}, {})
     seqs = [row.seq for row in taken]
-    return _claim(conn, seqs[0] - 1, len(seqs), json.dumps(seqs))._replace(clean=False)
+    return _claim(conn, seqs[0] - 1, last, len(seqs), json.dumps(seqs))._replace(clean=False)
 
 
-def _claim(conn: sqlite3.Connection, after: int, limit: int, seqs: str | None) -> Claim:
+def _claim(conn: sqlite3.Connection, after: int, upto: int, limit: int, seqs: str | None) -> Claim:
     """The rows of the ``claim_due`` query and their facts. Read first as
     plain UTF-8, decoded in C: a drain pays the text factory's Python call on
     every value otherwise (11 per row). Only a row holding bytes that are not
     UTF-8 (or an encoded lone surrogate) makes the strict read fail; then the
     rows are read again through the connection's factory, which keeps such
     bytes (acode_sync.text): for any other text both reads give the same str."""
-    params = {"after": after, "limit": limit, "seqs": seqs}
+    params = {"after": after, "upto": upto, "limit": limit, "seqs": seqs}
     factory = conn.text_factory
     try:
         conn.text_factory = str
@@ -110,7 +114,7 @@ def _fetch(conn: sqlite3.Connection, params: Mapping[str, object]) -> list[tuple
 
 
 def _claim_around(
-    conn: sqlite3.Connection, due: Callable[[OutboxRow], bool], limit: int, after: int
+    conn: sqlite3.Connection, due: Callable[[OutboxRow], bool], limit: int, after: int, upto: int
 ) -> list[OutboxRow]:
     """The slow path of :func:`claim_due`: walk the queue keeping the
     dependency rules, past the rows that are not due."""
@@ -125,8 +129,8 @@ def _claim_around(
             "FROM sync_outbox o LEFT JOIN messages m "
             "ON o.entity_type = 'message' AND m.id = o.entity_id "
             f"WHERE o.{OPEN} AND (o.{PENDING} OR o.next_retry_at IS NOT NULL) "
-            "AND o.seq > ? ORDER BY o.seq LIMIT ?",
-            (after, _SCAN_PAGE),
+            "AND o.seq > ? AND o.seq <= ? ORDER BY o.seq LIMIT ?",
+            (after, upto, _SCAN_PAGE),
         )
         cursor.row_factory = None
         page = cursor.fetchall()

@@ -79,6 +79,11 @@ class QueueCounts(NamedTuple):
         return self.pending + self.waiting + self.failed
 
 
+def max_seq(conn: sqlite3.Connection) -> int:
+    """The newest outbox row's seq (0: none): a new row is above it."""
+    return int(conn.execute("SELECT max(seq) FROM sync_outbox").fetchone()[0] or 0)
+
+
 def counts(conn: sqlite3.Connection) -> QueueCounts:
     """The three figures: index ranges only (see :func:`summary`)."""
     return summary(conn, details=False).counts

@@ -2,7 +2,8 @@
 
 One round of :meth:`Uploader.push`:
 
-1. claim due outbox rows in ``seq`` order (``claim.claim_due``): a row still
+1. claim due outbox rows in ``seq`` order, up to the newest row when the push
+   began (``claim.claim_due``; later rows wait for the next cycle): a row still
    waiting out a backoff holds back only what depends on it; rows that
    failed for good (rejected, or out of attempts) are skipped: they wait for
    ``retry`` and never block the queue. Once a batch of the round was
@@ -72,6 +73,7 @@ class Uploader(Mover):
     def __post_init__(self) -> None:
         self.policy = RetryPolicy.from_config(self.config.retry)
         self.pacer = Pacer(self.conn, idle_run_s=MARK_RUN_S)
+        self.upto: int | None = None  # this push's newest row; rows captured later wait
 
     def push(
         self,
@@ -92,6 +94,7 @@ class Uploader(Mover):
         again after k is marked). Nothing goes before the batch ahead of it
         was answered, so a failure stops the queue where it stopped before."""
         report = PushReport()
+        self.upto = outbox.max_seq(self.conn)  # a writer faster than a round trip ends too
         if progress is not None:
             figures = outbox.counts(self.conn)
             progress.total(UPLOAD, figures.pending + figures.waiting)
@@ -153,6 +156,7 @@ class Uploader(Mover):
             self.clock(),
             self.config.upload.batch_size,
             after=after,
+            upto=self.upto,
             ignore_backoff=ignore_backoff,
             # Backoff protects a struggling server; once it has answered a
             # batch, what failed only because the link broke goes too, so
@@ -348,13 +352,7 @@ class Uploader(Mover):
                 else:
                     report.duplicates += 1
                 acked.append(
-                    (
-                        row.seq,
-                        row.entity_type,
-                        row.entity_id,
-                        row.base_version,
-                        result.version or 0,
-                    )
+                    (row.seq, row.entity_type, row.entity_id, row.base_version, result.version or 0)
                 )
                 continue
             self._supersede_older(row, now)

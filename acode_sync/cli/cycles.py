@@ -41,7 +41,7 @@ def _sync_with_report(s: Session) -> None:
 @click.command()
 @workspace_option
 def now() -> None:
-    """Sync now: push everything (backoff or not), pull, apply, and report.
+    """Sync now: push everything queued (backoff or not), pull, apply, report.
 
     In a terminal a progress bar shows on standard error; Ctrl-C stops after
     the batch in flight and says what was done and what remains (exit 1).

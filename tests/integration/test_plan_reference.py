@@ -88,7 +88,7 @@ def reference_claim(
     rows = [OutboxRow(*values) for values in cursor.fetchall()]
     if all(due(row) for row in rows):
         return rows, True
-    return claim._claim_around(conn, due, limit, after), False
+    return claim._claim_around(conn, due, limit, after, claim._NEWEST), False
 
 
 def reference_check(

@@ -329,6 +329,41 @@ def test_an_edit_made_while_its_batch_is_in_flight_is_rebased_not_a_conflict(
     conn.close()
 
 
+def test_a_push_ends_at_the_rows_it_found_while_another_writer_keeps_writing(
+    tmp_path: Any, pg: PgDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that adds a row during every round trip (an assistant's reply
+    streamed into its message) would keep a push going for as long as it
+    writes: the push takes what was queued when it began, the rest waits
+    for the next cycle."""
+    import acode_sync.upload as upload
+    from acode_sync.remote import push_batch as real_push
+
+    device = make_device(tmp_path, "busy", pg.device_url("alice"), **{"upload.batch_size": 2})
+    conn = device.db()
+    chat = store.new_chat(conn, "streamed")
+    for i in range(5):
+        store.add_message(conn, chat, f"before the push {i}")
+    written: list[str] = []
+
+    def write_during_flight(*args: Any) -> Any:
+        if len(written) < 50:  # the old push chased them all
+            writer = device.db()
+            written.append(store.add_message(writer, chat, f"during the push {len(written)}"))
+            writer.close()
+        return real_push(*args)
+
+    monkeypatch.setattr(upload, "push_batch", write_during_flight)
+    report = device.sync()
+    monkeypatch.setattr(upload, "push_batch", real_push)
+    assert (report.push.sent, report.push.batches) == (6, 3)  # the chat and its 5 messages
+    assert len(written) == 3  # one per round trip
+    assert outbox_statuses(device) == {"Synced": 6, "Pending": 3}
+    assert device.sync().push.sent == 3
+    assert outbox_statuses(device) == {"Synced": 9}
+    conn.close()
+
+
 def test_server_clamps_change_times_from_the_future(
     alice: Device, server: psycopg.Connection[Any]
 ) -> None:
