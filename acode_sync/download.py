@@ -27,7 +27,7 @@ from typing import Any
 
 import psycopg
 
-from acode_sync import apply, conflicts
+from acode_sync import apply, conflicts, outbox
 from acode_sync.clock import iso
 from acode_sync.link import note_contact
 from acode_sync.mover import Mover
@@ -38,8 +38,6 @@ from acode_sync.remote import head_seq, pull_head, pull_page
 from acode_sync.workspace import write
 
 log = logging.getLogger(__name__)
-
-OPEN_OUTBOX = "SELECT 1 FROM sync_outbox WHERE status IN ('Pending', 'Failed') LIMIT 1"
 
 
 @dataclass
@@ -202,12 +200,7 @@ class Puller(Mover):
             ).fetchone()
             if have is not None and have[0] >= version:
                 continue
-            waiting = self.conn.execute(
-                "SELECT 1 FROM sync_outbox WHERE entity_type = ? AND entity_id = ? "
-                "AND status IN ('Pending', 'Failed') LIMIT 1",
-                (entity_type, entity_id),
-            ).fetchone()
-            if waiting is None:
+            if not outbox.has_open(self.conn, (entity_type, entity_id)):
                 lost.add(seq)
         return lost
 
@@ -266,7 +259,7 @@ class Puller(Mover):
             self.conn.execute(query("note_chat_levels"))
         # Conflicts: remote changes for entities with local changes pending,
         # found through the outbox's index of open rows, one probe per change.
-        if self.conn.execute(OPEN_OUTBOX).fetchone() is not None:
+        if outbox.has_open(self.conn):
             for change in self.conn.execute(query("inbox_conflicting")).fetchall():
                 self._resolve(change, now, report)
         applied, skipped = apply.apply_inbox(self.conn, now, kinds)

@@ -79,6 +79,19 @@ class QueueCounts(NamedTuple):
         return self.pending + self.waiting + self.failed
 
 
+def has_open(conn: sqlite3.Connection, entity: tuple[str, str] | None = None) -> bool:
+    """Whether any row is still to go (Pending or Failed); of ``entity``
+    (type, id) only, when given. Through the partial indexes of open rows."""
+    if entity is None:
+        found = conn.execute(f"SELECT 1 FROM sync_outbox WHERE {OPEN} LIMIT 1")
+    else:
+        found = conn.execute(
+            f"SELECT 1 FROM sync_outbox WHERE {OPEN} AND entity_type = ? AND entity_id = ? LIMIT 1",
+            entity,
+        )
+    return found.fetchone() is not None
+
+
 def max_seq(conn: sqlite3.Connection) -> int:
     """The newest outbox row's seq (0: none): a new row is above it."""
     return int(conn.execute("SELECT max(seq) FROM sync_outbox").fetchone()[0] or 0)
