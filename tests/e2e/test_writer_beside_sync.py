@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from acode_sync import store
@@ -44,6 +47,28 @@ while not pathlib.Path(stop).exists():
     time.sleep(0.002)
 print(written, errors)
 """
+
+
+CHECKPOINT_THREAD = "acode-sync-checkpoint"
+
+
+@contextmanager
+def watching_threads() -> Iterator[set[str]]:
+    """The names of this process's threads, sampled every millisecond meanwhile."""
+    seen: set[str] = set()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.001):
+            seen.update(t.name for t in threading.enumerate())
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        watcher.join()
 
 
 def count(device: Device, sql: str, *args: object) -> int:
@@ -85,11 +110,15 @@ def test_a_writer_beside_a_big_pull_loses_nothing_and_waits_for_no_timeout(
         while not ready.exists():
             assert writer.poll() is None and time.monotonic() < deadline, writer.stderr
             time.sleep(0.01)
-        report = desktop.sync()
+        with watching_threads() as seen:
+            report = desktop.sync()
     finally:
         stop.touch()
         out, err = writer.communicate(timeout=30)
     written, errors = map(int, out.split())
+    # The contended path ran (the checkpoint thread was seen), and ended with the sync.
+    assert CHECKPOINT_THREAD in seen
+    assert CHECKPOINT_THREAD not in {t.name for t in threading.enumerate()}
 
     assert (errors, err) == (0, "")
     assert written >= 5
