@@ -82,10 +82,12 @@ def apply_inbox(
             # device) stays out: privacy decided elsewhere is not undone here.
             skipped = conn.execute(query("skip_orphan_messages"), {"now": now}).rowcount
             conn.execute(query("apply_messages"))
-        applied = conn.execute(
-            "UPDATE sync_inbox SET status = 'Applied', applied_at = ? WHERE status = 'Pending'",
-            (now,),
-        ).rowcount
+        conn.execute(query("create_inbox_done"))
+        applied = conn.execute(query("inbox_done_take")).rowcount
+        if applied:
+            conn.execute("DELETE FROM sync_inbox WHERE status = 'Pending'")
+            conn.execute(query("inbox_done_put"), {"now": now})
+            conn.execute("DELETE FROM temp.sync_inbox_done")
     return int(applied), int(skipped)
 
 

@@ -391,6 +391,33 @@ ON CONFLICT (id) DO UPDATE SET
     updated_at = excluded.updated_at, deleted_at = excluded.deleted_at
 WHERE excluded.version > chats.version;
 
+-- name: create_inbox_done
+-- The rows a slice applied, on their way back into the inbox (inbox_done_*).
+CREATE TEMP TABLE IF NOT EXISTS sync_inbox_done (
+    seq INTEGER PRIMARY KEY, idempotency_key TEXT, entity_type TEXT, entity_id TEXT, op TEXT,
+    version INTEGER, origin_device TEXT, changed_at TEXT, payload TEXT, received_at TEXT
+);
+
+-- name: inbox_done_take
+-- Applied: a message's row keeps of its payload only the privacy (what
+-- recapture_messages reads); the rest is in the messages table now. Taken
+-- out and stored again (inbox_done_put), not updated: an UPDATE that shrinks
+-- rows leaves their pages as sparse as before (see ack_synced), and one that
+-- grows them (applied_at) splits pages half full.
+INSERT INTO temp.sync_inbox_done
+SELECT seq, idempotency_key, entity_type, entity_id, op, version, origin_device, changed_at,
+       CASE WHEN entity_type = 'message' AND payload IS NOT NULL
+            THEN json_object('privacy', json_extract(payload, '$.privacy')) ELSE payload END,
+       received_at
+FROM sync_inbox WHERE status = 'Pending' ORDER BY seq;
+
+-- name: inbox_done_put
+INSERT INTO sync_inbox (seq, idempotency_key, entity_type, entity_id, op, version,
+                        origin_device, changed_at, payload, status, received_at, applied_at)
+SELECT seq, idempotency_key, entity_type, entity_id, op, version, origin_device, changed_at,
+       payload, 'Applied', received_at, :now
+FROM temp.sync_inbox_done ORDER BY seq;
+
 -- name: skip_orphan_messages
 -- A message whose chat is not here (withdrawn, or LOCAL_ONLY on this device)
 -- stays out: privacy decided elsewhere is not undone here.

@@ -4,6 +4,7 @@ isolation of bad items, and the ordering of the change log."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 from typing import Any
@@ -499,7 +500,11 @@ def test_a_pull_brings_back_no_payload_of_the_devices_own_changes(
         1,
     )
     assert inbox[theirs][0] == "Applied"
-    assert json.loads(inbox[theirs][1])["content"] == "written there"
+    # Applied, it keeps of its payload only what recapture reads; messages has the rest.
+    assert json.loads(inbox[theirs][1]) == {"privacy": "FULL"}
+    assert conn.execute("SELECT content FROM messages WHERE id = ?", (theirs,)).fetchone()[0] == (
+        "written there"
+    )
     # Acknowledged outbox rows keep their key, entity and status, not their payload.
     assert tuple(
         conn.execute(
@@ -507,3 +512,44 @@ def test_a_pull_brings_back_no_payload_of_the_devices_own_changes(
         ).fetchone()
     ) == (2, 0)
     conn.close()
+
+
+def test_a_new_device_keeps_what_it_pulled_in_full_pages(
+    alice: Device, tmp_path: Any, pg: PgDatabase
+) -> None:
+    """A pulled message's inbox row, once applied, is stored again holding only
+    its privacy, not updated in place (which left it the whole payload, in
+    pages split half full as applied_at grew it): the new device's file stays
+    near the size of the messages it holds (it was 2.5 times that)."""
+    conn = alice.db()
+    chat = store.new_chat(conn, "long")
+    with write(conn):
+        conn.executemany(
+            "INSERT INTO messages (id, chat_id, role, content) VALUES (?, ?, 'user', ?)",
+            ((store.new_id(), chat, f"{i} " + "words " * 130) for i in range(3000)),
+        )
+    conn.close()
+    alice.sync()
+    desktop = make_device(tmp_path, "desktop", pg.device_url("alice"))
+    assert desktop.sync().pull.applied == 3001
+
+    dconn = desktop.db()
+    kept = dconn.execute(
+        "SELECT payload, count(*) FROM sync_inbox WHERE entity_type = 'message' GROUP BY payload"
+    ).fetchall()
+    assert [tuple(row) for row in kept] == [('{"privacy":"FULL"}', 3000)]
+    copy = tmp_path / "data-only.db"
+    dconn.execute("VACUUM INTO ?", (str(copy),))
+    dconn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    dconn.close()
+    data = sqlite3.connect(copy, isolation_level=None)
+    for kind in ("trigger", "view", "table"):
+        for (name,) in data.execute(
+            "SELECT name FROM sqlite_master WHERE type = ? AND name NOT LIKE 'sqlite_%' "
+            "AND name NOT IN ('chats', 'messages')",
+            (kind,),
+        ).fetchall():
+            data.execute(f'DROP {kind.upper()} "{name}"')
+    data.execute("VACUUM")
+    data.close()
+    assert desktop.workspace.db_path.stat().st_size <= 1.5 * copy.stat().st_size
