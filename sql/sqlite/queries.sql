@@ -11,8 +11,8 @@
 -- ---------------------------------------------------------------- upload ----
 
 -- name: claim_due
--- The open rows that may be due, in seq order after :after up to :upto (with :seqs, a
--- JSON array, only those), each with what the send-time checks need, read by
+-- The open rows that may be due, in seq order after :after up to :upto (with
+-- :seqs, a JSON array, only those), each with what the send-time checks need, read by
 -- SQLite in the same pass so Python looks nothing up again: why the payload
 -- is unfit for the server (NULL where fit: it parses, is an object, carries
 -- the row's id, and a message's chat is in this workspace), and, for an
@@ -46,7 +46,8 @@ SELECT o.seq, o.idempotency_key, o.entity_type, o.entity_id, o.op, o.base_versio
        END
 FROM sync_outbox o
 WHERE o.status IN ('Pending', 'Failed') AND (o.status = 'Pending' OR o.next_retry_at IS NOT NULL)
-  AND o.seq > :after AND o.seq <= :upto AND (:seqs IS NULL OR o.seq IN (SELECT value FROM json_each(:seqs)))
+  AND o.seq > :after AND o.seq <= :upto
+  AND (:seqs IS NULL OR o.seq IN (SELECT value FROM json_each(:seqs)))
 ORDER BY o.seq LIMIT :limit;
 
 -- name: fail_for_good
