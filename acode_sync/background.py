@@ -50,7 +50,7 @@ from acode_sync.events import Event, Tracker
 from acode_sync.outbox import max_seq as outbox_max_seq
 from acode_sync.report import CycleReport
 from acode_sync.state import note_error
-from acode_sync.workspace import Workspace
+from acode_sync.workspace import Workspace, data_version
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ class EngineThread:
         # another device's change waits for that poll, not the download poll.
         head_every = follow.head_check_seconds if follow.enabled else self.supervisor.interval
         tracker = Tracker(local, self.engine.config)
-        version = _data_version(local)
+        version = data_version(local)
         outbox = outbox_max_seq(local)
         next_cycle = time.monotonic()  # the first cycle now, the first head check after it
         next_head = next_cycle + head_every
@@ -319,7 +319,7 @@ class EngineThread:
             pull = False
             if not self.supervisor.quiet:
                 if follow.enabled:
-                    seen = _data_version(local)
+                    seen = data_version(local)
                     if seen != version:
                         version = seen
                         due = due or outbox_max_seq(local) > outbox
@@ -378,7 +378,3 @@ class EngineThread:
             with contextlib.suppress(psycopg.Error):
                 self._pg.close()
             self._pg = None
-
-
-def _data_version(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("PRAGMA data_version").fetchone()[0])

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from acode_sync import outbox
 from acode_sync.config import SyncConfig
 from acode_sync.health import Health, figures
 
@@ -86,7 +87,7 @@ class Tracker:
         return int(self.conn.execute(sql).fetchone()[0] or 0)
 
     def before(self) -> None:
-        self._outbox = self._max("SELECT max(seq) FROM sync_outbox")
+        self._outbox = outbox.max_seq(self.conn)
         self._before = {(t, i): s for t, i, s in self.conn.execute(_OPEN_ENTITIES)}
 
     def after(self) -> list[Event]:

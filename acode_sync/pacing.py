@@ -63,6 +63,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from acode_sync.workspace import data_version
+
 HOLD_S = 0.015  # aimed-at write-lock hold per slice
 # SQLite's default busy handler (sqliteDefaultBusyCallback): its sleeps between
 # retries, in ms; 100 ms each after these.
@@ -87,11 +89,6 @@ def busy_step(waited: float) -> float:
         if waited < total:
             return step / 1000
     return BUSY_STEPS_MS[-1] / 1000
-
-
-def data_version(conn: sqlite3.Connection) -> int:
-    """Moves with each commit by another connection (``PRAGMA data_version``)."""
-    return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
 @dataclass

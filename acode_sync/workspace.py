@@ -216,6 +216,11 @@ def connect_read_only(path: Path) -> sqlite3.Connection:
     raise UsageError(f"{path}: cannot open read-only ({last})")
 
 
+def data_version(conn: sqlite3.Connection) -> int:
+    """Moves with each commit by another connection (``PRAGMA data_version``)."""
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
 def is_busy(exc: sqlite3.OperationalError) -> bool:
     """Whether the error is another writer holding the file past the busy timeout."""
     return "locked" in str(exc) or "busy" in str(exc)
